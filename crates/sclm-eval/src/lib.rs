@@ -1,2 +1,19 @@
-//! placeholder (work in progress)
+//! Evaluation toolkit of sclm.
+//!
+//! Works on plain matrices ([`sclm_data::Dense`]) and label vectors, never on tensors:
+//! - [`metrics`]: classification (accuracy, F1, AUROC/AUPRC, recall@k), regression
+//!   (RMSE, MAE, Pearson, Spearman, cosine, R²), clustering (ARI, NMI) and scIB integration
+//!   metrics (ASW, batch ASW, graph connectivity, LISI, Avg_bio, S_final);
+//! - [`neighbors`]: exact kNN graphs and UMAP fuzzy connectivities;
+//! - [`cluster`]: Leiden (with CellPLM's resolution sweep) and k-means;
+//! - [`umap`] and [`plot`]: 2-D layouts and PNG scatter plots;
+//! - [`protocols`]: seeded task protocols (simulated dropout, gene hold-out, splits);
+//! - [`report`]: the [`MetricsReport`] printed by the command line and [`evaluate_embedding`].
 #![warn(missing_docs)]
+
+pub mod error;
+pub mod labels;
+pub mod metrics;
+pub mod neighbors;
+
+pub use error::{EvalError, Result};
