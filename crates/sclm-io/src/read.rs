@@ -1,0 +1,581 @@
+//! Reading `.h5ad` files: the current (encoding-type) layout, anndata 0.7 and pre-0.7 layouts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hdf5_pure::DType;
+use sclm_data::{AnnData, Array2, Column, CsrMatrix, DataFrame, Dense, Matrix, Raw, Value};
+
+use crate::error::{data_err, guard, Result};
+use crate::h5::{attr_bool, attr_str, attr_strings, compound_field, encoding, Node, Values, H5};
+
+/// What to read from an `.h5ad` file. Defaults read everything that can be represented.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ReadOptions {
+    /// Skip `raw` (default: false).
+    pub skip_raw: bool,
+    /// Skip `layers` (default: false).
+    pub skip_layers: bool,
+    /// Skip `uns` (default: false).
+    pub skip_uns: bool,
+    /// Genome to read from a multi-genome Cell Ranger v2 `.h5` (default: none; required
+    /// only when the file has several).
+    pub genome: Option<String>,
+}
+
+/// What a reader could not represent or had to change, for the caller to warn about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Elements not read, each as `key (reason)`, e.g. `obsp/distances (pairwise matrices are not kept)`.
+    pub skipped: Vec<String>,
+    /// Gene names that occurred more than once; they were made unique as anndata does (`A`, `A-1`, ...).
+    pub duplicate_var_names: Vec<String>,
+}
+
+/// Reads an `.h5ad` file whole (see [`read_h5ad_with_report`] to learn what was skipped).
+pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
+    read_h5ad_with_report(path, &ReadOptions::default()).map(|(a, _)| a)
+}
+
+/// Reads an `.h5ad` file and reports what was skipped or renamed.
+pub fn read_h5ad_with_report(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(AnnData, ReadReport)> {
+    let path = path.as_ref();
+    let h = H5::open(path)?;
+    let name = h.name.clone();
+    guard(&name, || read_all(&h, opts))
+}
+
+pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadReport)> {
+    let mut rep = ReadReport::default();
+    let root_attrs = h.attrs("")?;
+    if let Some(enc) = encoding(&root_attrs) {
+        if enc != "anndata" {
+            return Err(h.err("/", format!("unknown encoding-type '{enc}' (expected 'anndata')")));
+        }
+    }
+    let (groups, datasets) = h.children("")?;
+    let has = |k: &str| groups.iter().chain(datasets.iter()).any(|n| n == k);
+    if !has("X") {
+        return Err(h.err("X", "missing (no X matrix in this file)"));
+    }
+    let legacy_cats = legacy_categories(h);
+    let x = read_matrix(h, "X")?;
+    let (n, g) = x.shape();
+    let mut used_cats = Vec::new();
+    let obs = if has("obs") { read_dataframe(h, "obs", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(n) };
+    let mut var = if has("var") { read_dataframe(h, "var", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(g) };
+    check_len(h, "obs", n, obs.nrows())?;
+    check_len(h, "var", g, var.nrows())?;
+    rep.duplicate_var_names = var.make_index_unique();
+
+    let obsm = if has("obsm") { read_arrays(h, "obsm", n, &mut rep)? } else { BTreeMap::new() };
+    let varm = if has("varm") { read_arrays(h, "varm", g, &mut rep)? } else { BTreeMap::new() };
+
+    let mut layers = BTreeMap::new();
+    if has("layers") {
+        let (lg, ld) = h.children("layers")?;
+        if opts.skip_layers {
+            rep.skipped.extend(lg.iter().chain(ld.iter()).map(|k| format!("layers/{k} (skipped on request)")));
+        } else {
+            for k in lg.iter().chain(ld.iter()) {
+                let key = format!("layers/{k}");
+                let m = read_matrix(h, &key)?;
+                if m.shape() != (n, g) {
+                    return Err(h.err(&key, format!("shape {:?} differs from X {:?}", m.shape(), (n, g))));
+                }
+                layers.insert(k.clone(), m);
+            }
+        }
+    }
+
+    let raw = if opts.skip_raw {
+        if has("raw") || has("raw.X") {
+            rep.skipped.push("raw (skipped on request)".into());
+        }
+        None
+    } else if has("raw") {
+        read_raw(h, "raw/X", "raw/var", "raw/varm", n, &legacy_cats, &mut used_cats, &mut rep)?
+    } else if has("raw.X") {
+        read_raw(h, "raw.X", "raw.var", "raw.varm", n, &legacy_cats, &mut used_cats, &mut rep)?
+    } else {
+        None
+    };
+
+    for k in ["obsp", "varp"] {
+        if has(k) {
+            let (a, b) = h.children(k)?;
+            rep.skipped.extend(a.iter().chain(b.iter()).map(|e| format!("{k}/{e} (pairwise matrices are not kept)")));
+        }
+    }
+
+    let mut uns = BTreeMap::new();
+    if has("uns") {
+        if opts.skip_uns {
+            rep.skipped.push("uns (skipped on request)".into());
+        } else if let Value::Map(m) = read_uns(h, "uns", &mut rep)? {
+            uns = m;
+        }
+        for c in &used_cats {
+            uns.remove(&format!("{c}_categories"));
+        }
+    }
+    for k in groups.iter().chain(datasets.iter()) {
+        if !["X", "obs", "var", "obsm", "varm", "obsp", "varp", "layers", "raw", "raw.X", "raw.var", "raw.varm", "uns"]
+            .contains(&k.as_str())
+        {
+            rep.skipped.push(format!("{k} (not part of AnnData)"));
+        }
+    }
+    let a = AnnData { x, obs, var, obsm, varm, layers, raw, uns };
+    a.validate().map_err(|e| data_err(&h.name, "AnnData", e))?;
+    Ok((a, rep))
+}
+
+/// Legacy (pre-0.7) categories, stored in `uns` as `<col>_categories`.
+pub(crate) fn legacy_categories(h: &H5) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let legacy = matches!(h.node("obs"), Some(Node::Dataset(_))) || matches!(h.node("var"), Some(Node::Dataset(_)));
+    if legacy {
+        if let Ok((_, uds)) = h.children("uns") {
+            for d in uds {
+                if let Some(col) = d.strip_suffix("_categories") {
+                    if let Ok(v) = h.read_strings(&format!("uns/{d}")) {
+                        out.insert(col.to_string(), v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn default_df(n: usize) -> DataFrame {
+    DataFrame::new((0..n).map(|i| i.to_string()).collect())
+}
+
+fn check_len(h: &H5, key: &str, expected: usize, found: usize) -> Result<()> {
+    if expected != found {
+        let what = if key == "obs" { "rows of X" } else { "columns of X" };
+        return Err(h.err(key, format!("has {found} rows but X has {expected} {what}")));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_raw(
+    h: &H5,
+    xk: &str,
+    vk: &str,
+    mk: &str,
+    n: usize,
+    cats: &BTreeMap<String, Vec<String>>,
+    used: &mut Vec<String>,
+    rep: &mut ReadReport,
+) -> Result<Option<Raw>> {
+    if !h.has(xk) {
+        rep.skipped.push(format!("{xk} (raw without X)"));
+        return Ok(None);
+    }
+    let x = read_matrix(h, xk)?;
+    let (rn, rg) = x.shape();
+    if rn != n {
+        return Err(h.err(xk, format!("has {rn} rows but X has {n}")));
+    }
+    let mut var = if h.has(vk) { read_dataframe(h, vk, cats, used, rep)? } else { default_df(rg) };
+    if var.nrows() != rg {
+        return Err(h.err(vk, format!("has {} rows but {xk} has {rg} columns", var.nrows())));
+    }
+    var.make_index_unique();
+    let varm = if h.has(mk) { read_arrays(h, mk, rg, rep)? } else { BTreeMap::new() };
+    Ok(Some(Raw { x, var, varm }))
+}
+
+/// Reads a matrix element: dense 2-D dataset, or a CSR/CSC group (current or h5sparse layout).
+pub(crate) fn read_matrix(h: &H5, key: &str) -> Result<Matrix> {
+    match h.node(key) {
+        None => Err(h.err(key, "missing")),
+        Some(Node::Dataset(d)) => {
+            let shape = h.shape(key, &d)?;
+            if shape.len() != 2 {
+                return Err(h.err(key, format!("expected a 2-D matrix, found shape {shape:?}")));
+            }
+            let a = h.attrs(key)?;
+            if let Some(enc) = encoding(&a) {
+                if enc != "array" {
+                    return Err(h.err(key, format!("unknown encoding-type '{enc}' for a dense matrix")));
+                }
+            }
+            let data = h.read_f32(key)?;
+            Ok(Matrix::Dense(Dense::from_vec(shape[0], shape[1], data).map_err(|e| data_err(&h.name, key, e))?))
+        }
+        Some(Node::Group(_)) => {
+            let a = h.attrs(key)?;
+            let (fmt, shape) = if let Some(enc) = encoding(&a) {
+                let f = match enc.as_str() {
+                    "csr_matrix" => "csr",
+                    "csc_matrix" => "csc",
+                    other => return Err(h.err(key, format!("unknown encoding-type '{other}'"))),
+                };
+                (f.to_string(), a.get("shape").and_then(|v| v.to_i64s()))
+            } else if let Some(f) = attr_str(&a, "h5sparse_format") {
+                (f, a.get("h5sparse_shape").and_then(|v| v.to_i64s()))
+            } else {
+                return Err(h.err(key, "group without encoding-type: not a matrix"));
+            };
+            let shape = match shape.as_deref() {
+                Some(&[r, c]) if r >= 0 && c >= 0 => (r as usize, c as usize),
+                _ => return Err(h.err(key, "sparse matrix without a valid 2-D 'shape' attribute")),
+            };
+            let csr = read_compressed(h, key, &fmt, shape)?;
+            Ok(Matrix::Csr(csr))
+        }
+    }
+}
+
+/// Reads `data`/`indices`/`indptr` under `key` as CSR (`fmt` = "csr") or CSC converted to CSR.
+pub(crate) fn read_compressed(h: &H5, key: &str, fmt: &str, shape: (usize, usize)) -> Result<CsrMatrix> {
+    let (major, minor) = match fmt {
+        "csr" => shape,
+        "csc" => (shape.1, shape.0),
+        other => return Err(h.err(key, format!("unknown sparse format '{other}'"))),
+    };
+    let data = h.read_f32(&format!("{key}/data"))?;
+    let indptr = to_usize(h, &format!("{key}/indptr"), h.read_i64(&format!("{key}/indptr"))?)?;
+    let indices = to_u32(h, &format!("{key}/indices"), h.read_i64(&format!("{key}/indices"))?)?;
+    let m = CsrMatrix::new(major, minor, indptr, indices, data).map_err(|e| data_err(&h.name, key, e))?;
+    Ok(if fmt == "csc" { m.transpose() } else { m })
+}
+
+pub(crate) fn to_usize(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<usize>> {
+    v.into_iter()
+        .map(|x| usize::try_from(x).map_err(|_| h.err(key, format!("negative offset {x}"))))
+        .collect()
+}
+
+pub(crate) fn to_u32(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<u32>> {
+    v.into_iter()
+        .map(|x| u32::try_from(x).map_err(|_| h.err(key, format!("index {x} out of range"))))
+        .collect()
+}
+
+fn values_to_column(v: Values) -> Column {
+    match v {
+        Values::F32(x) => Column::F32(x),
+        Values::F64(x) => Column::F64(x),
+        Values::I32(x) => Column::I32(x),
+        Values::I64(x) => Column::I64(x),
+        Values::Bool(x) => Column::Bool(x),
+        Values::Str(x) => Column::Str(x),
+    }
+}
+
+fn codes_of(v: Values) -> Option<Vec<i32>> {
+    match v {
+        Values::I32(x) => Some(x),
+        Values::I64(x) => Some(x.into_iter().map(|c| c as i32).collect()),
+        _ => None,
+    }
+}
+
+fn categorical(h: &H5, key: &str, codes: Vec<i32>, categories: Vec<String>, ordered: bool) -> Result<Column> {
+    if let Some(&c) = codes.iter().find(|&&c| c < -1 || c >= categories.len() as i32) {
+        return Err(h.err(key, format!("category code {c} out of range ({} categories)", categories.len())));
+    }
+    Ok(Column::Categorical { codes, categories, ordered })
+}
+
+/// Reads a dataframe: a group (current, 0.7) or a compound dataset (pre-0.7).
+pub(crate) fn read_dataframe(
+    h: &H5,
+    key: &str,
+    legacy_cats: &BTreeMap<String, Vec<String>>,
+    used_cats: &mut Vec<String>,
+    rep: &mut ReadReport,
+) -> Result<DataFrame> {
+    match h.node(key) {
+        None => Err(h.err(key, "missing")),
+        Some(Node::Dataset(d)) => {
+            let dt = d.datatype().map_err(|e| h.err(key, e))?;
+            let hdf5_pure::Datatype::Compound { size, members } = dt else {
+                return Err(h.err(key, "expected a dataframe (group or compound dataset)"));
+            };
+            let raw = d.read_raw().map_err(|e| h.err(key, e))?;
+            let mut df = DataFrame::default();
+            let mut index = None;
+            for m in &members {
+                let ck = format!("{key}/{}", m.name);
+                let Some((vals, width)) = compound_field(&raw, size as usize, m.byte_offset as usize, &m.datatype) else {
+                    rep.skipped.push(format!("{ck} (unsupported column type)"));
+                    continue;
+                };
+                if width != 1 {
+                    rep.skipped.push(format!("{ck} (array-valued column)"));
+                    continue;
+                }
+                if m.name == "index" && index.is_none() {
+                    if let Values::Str(s) = vals {
+                        index = Some(s);
+                        continue;
+                    }
+                }
+                let col = match (legacy_cats.get(&m.name), codes_of(vals.clone())) {
+                    (Some(cats), Some(codes)) => {
+                        used_cats.push(m.name.clone());
+                        categorical(h, &ck, codes, cats.clone(), false)?
+                    }
+                    _ => values_to_column(vals),
+                };
+                df.columns.push((m.name.clone(), col));
+            }
+            let n = raw.len() / (size as usize).max(1);
+            df.index = index.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+            Ok(df)
+        }
+        Some(Node::Group(_)) => {
+            let a = h.attrs(key)?;
+            if let Some(enc) = encoding(&a) {
+                if enc != "dataframe" {
+                    return Err(h.err(key, format!("unknown encoding-type '{enc}' (expected 'dataframe')")));
+                }
+            }
+            let (gs, ds) = h.children(key)?;
+            let index_key = attr_str(&a, "_index").unwrap_or_else(|| "_index".into());
+            let order = match attr_strings(&a, "column-order") {
+                Some(o) => o,
+                None => {
+                    let mut all: Vec<String> = gs.iter().chain(ds.iter()).filter(|c| **c != index_key && *c != "__categories").cloned().collect();
+                    all.sort();
+                    all
+                }
+            };
+            let ik = format!("{key}/{index_key}");
+            let index = if ds.contains(&index_key) {
+                match h.read_values(&ik)? {
+                    Values::Str(s) => s,
+                    other => values_to_column(other).to_labels(),
+                }
+            } else {
+                return Err(h.err(&ik, "missing dataframe index"));
+            };
+            let mut df = DataFrame::new(index);
+            for c in order {
+                let ck = format!("{key}/{c}");
+                match h.node(&ck) {
+                    None => return Err(h.err(&ck, "listed in column-order but missing")),
+                    Some(Node::Dataset(_)) => {
+                        let vals = h.read_values(&ck)?;
+                        let cat_key = format!("{key}/__categories/{c}");
+                        let col = if h.has(&cat_key) {
+                            let cats = h.read_strings(&cat_key)?;
+                            let ordered = attr_bool(&h.attrs(&cat_key)?, "ordered").unwrap_or(false);
+                            let codes = codes_of(vals).ok_or_else(|| h.err(&ck, "categorical codes are not integers"))?;
+                            categorical(h, &ck, codes, cats, ordered)?
+                        } else {
+                            values_to_column(vals)
+                        };
+                        df.columns.push((c, col));
+                    }
+                    Some(Node::Group(_)) => {
+                        let ca = h.attrs(&ck)?;
+                        match encoding(&ca).as_deref() {
+                            Some("categorical") => {
+                                let codes = codes_of(h.read_values(&format!("{ck}/codes"))?)
+                                    .ok_or_else(|| h.err(&format!("{ck}/codes"), "codes are not integers"))?;
+                                let cats = match h.read_values(&format!("{ck}/categories"))? {
+                                    Values::Str(s) => s,
+                                    other => values_to_column(other).to_labels(),
+                                };
+                                let ordered = attr_bool(&ca, "ordered").unwrap_or(false);
+                                let col = categorical(h, &ck, codes, cats, ordered)?;
+                                df.columns.push((c, col));
+                            }
+                            Some("nullable-integer") | Some("nullable-boolean") => {
+                                let vals = h.read_values(&format!("{ck}/values"))?;
+                                let mask = match h.read_values(&format!("{ck}/mask"))? {
+                                    Values::Bool(m) => m,
+                                    _ => return Err(h.err(&format!("{ck}/mask"), "mask is not boolean")),
+                                };
+                                if !mask.iter().any(|&m| m) {
+                                    df.columns.push((c, values_to_column(vals)));
+                                } else if let Some(f) = values_to_column(vals).to_f64() {
+                                    let f = f.into_iter().zip(&mask).map(|(v, &m)| if m { f64::NAN } else { v }).collect();
+                                    df.columns.push((c, Column::F64(f)));
+                                } else {
+                                    rep.skipped.push(format!("{ck} (nullable column with missing values)"));
+                                }
+                            }
+                            Some(other) => rep.skipped.push(format!("{ck} (unsupported encoding-type '{other}')")),
+                            None => rep.skipped.push(format!("{ck} (group without encoding-type)")),
+                        }
+                    }
+                }
+            }
+            Ok(df)
+        }
+    }
+}
+
+/// Reads `obsm`/`varm`: a dict group of 2-D arrays, or a compound dataset (pre-0.7).
+pub(crate) fn read_arrays(h: &H5, key: &str, nrows: usize, rep: &mut ReadReport) -> Result<BTreeMap<String, Array2>> {
+    let mut out = BTreeMap::new();
+    match h.node(key) {
+        None => {}
+        Some(Node::Dataset(d)) => {
+            let dt = d.datatype().map_err(|e| h.err(key, e))?;
+            let hdf5_pure::Datatype::Compound { size, members } = dt else {
+                rep.skipped.push(format!("{key} (not a mapping)"));
+                return Ok(out);
+            };
+            let raw = d.read_raw().map_err(|e| h.err(key, e))?;
+            for m in &members {
+                let ck = format!("{key}/{}", m.name);
+                let is32 = matches!(&m.datatype, hdf5_pure::Datatype::Array { base_type, .. } if matches!(**base_type, hdf5_pure::Datatype::FloatingPoint { size: 4, .. }));
+                match compound_field(&raw, size as usize, m.byte_offset as usize, &m.datatype) {
+                    Some((Values::F64(v), w)) => {
+                        let n = v.len() / w.max(1);
+                        let arr = if is32 {
+                            Array2::F32(Dense { nrows: n, ncols: w, data: v.into_iter().map(|x| x as f32).collect() })
+                        } else {
+                            Array2::F64(Dense { nrows: n, ncols: w, data: v })
+                        };
+                        check_rows(h, &ck, nrows, arr.shape().0)?;
+                        out.insert(m.name.clone(), arr);
+                    }
+                    _ => rep.skipped.push(format!("{ck} (unsupported type)")),
+                }
+            }
+        }
+        Some(Node::Group(_)) => {
+            let (gs, ds) = h.children(key)?;
+            for g in gs {
+                let e = encoding(&h.attrs(&format!("{key}/{g}"))?).unwrap_or_else(|| "group".into());
+                rep.skipped.push(format!("{key}/{g} ({e} entries are not kept)"));
+            }
+            for d in ds {
+                let ck = format!("{key}/{d}");
+                let ds = h.dataset(&ck)?;
+                let shape = h.shape(&ck, &ds)?;
+                let (r, c) = match shape.as_slice() {
+                    [r, c] => (*r, *c),
+                    [r] => (*r, 1),
+                    _ => {
+                        rep.skipped.push(format!("{ck} (array of shape {shape:?})"));
+                        continue;
+                    }
+                };
+                let e = |e: hdf5_pure::Error| h.err(&ck, format!("cannot read: {e}"));
+                let arr = match ds.dtype().map_err(|x| h.err(&ck, x))? {
+                    DType::F32 => Array2::F32(Dense { nrows: r, ncols: c, data: ds.read_f32().map_err(e)? }),
+                    DType::F64 => Array2::F64(Dense { nrows: r, ncols: c, data: ds.read_f64().map_err(e)? }),
+                    DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::U8 | DType::U16 | DType::U32 => {
+                        Array2::I64(Dense { nrows: r, ncols: c, data: ds.read_i64().map_err(e)? })
+                    }
+                    other => {
+                        rep.skipped.push(format!("{ck} (element type {other})"));
+                        continue;
+                    }
+                };
+                check_rows(h, &ck, nrows, r)?;
+                if arr_len(&arr) != r * c {
+                    return Err(h.err(&ck, "data length does not match its shape"));
+                }
+                out.insert(d, arr);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn arr_len(a: &Array2) -> usize {
+    match a {
+        Array2::F32(d) => d.data.len(),
+        Array2::F64(d) => d.data.len(),
+        Array2::I64(d) => d.data.len(),
+    }
+}
+
+fn check_rows(h: &H5, key: &str, expected: usize, found: usize) -> Result<()> {
+    if expected != found {
+        return Err(h.err(key, format!("has {found} rows, expected {expected}")));
+    }
+    Ok(())
+}
+
+/// Reads an `uns` element into a [`Value`]; what cannot be represented is recorded and left out.
+pub(crate) fn read_uns(h: &H5, key: &str, rep: &mut ReadReport) -> Result<Value> {
+    match h.node(key) {
+        None => Err(h.err(key, "missing")),
+        Some(Node::Group(_)) => {
+            let a = h.attrs(key)?;
+            match encoding(&a).as_deref() {
+                None | Some("dict") => {}
+                Some(other) => {
+                    rep.skipped.push(format!("{key} ({other} in uns is not kept)"));
+                    return Ok(Value::Map(BTreeMap::new()));
+                }
+            }
+            if a.contains_key("h5sparse_format") {
+                rep.skipped.push(format!("{key} (sparse matrix in uns is not kept)"));
+                return Ok(Value::Map(BTreeMap::new()));
+            }
+            let (gs, ds) = h.children(key)?;
+            let mut m = BTreeMap::new();
+            for g in gs {
+                let ck = format!("{key}/{g}");
+                let ga = h.attrs(&ck)?;
+                let enc = encoding(&ga);
+                if matches!(enc.as_deref(), None | Some("dict")) && !ga.contains_key("h5sparse_format") {
+                    m.insert(g, read_uns(h, &ck, rep)?);
+                } else {
+                    let why = enc.unwrap_or_else(|| "sparse matrix".into());
+                    rep.skipped.push(format!("{ck} ({why} in uns is not kept)"));
+                }
+            }
+            for d in ds {
+                let ck = format!("{key}/{d}");
+                if let Some(v) = read_uns_dataset(h, &ck, rep)? {
+                    m.insert(d, v);
+                }
+            }
+            Ok(Value::Map(m))
+        }
+        Some(Node::Dataset(_)) => Ok(read_uns_dataset(h, key, rep)?.unwrap_or(Value::Map(BTreeMap::new()))),
+    }
+}
+
+fn read_uns_dataset(h: &H5, key: &str, rep: &mut ReadReport) -> Result<Option<Value>> {
+    let d = h.dataset(key)?;
+    let shape = h.shape(key, &d)?;
+    let scalar = shape.is_empty();
+    let vals = match h.read_values(key) {
+        Ok(v) => v,
+        Err(_) => {
+            rep.skipped.push(format!("{key} (element type not supported in uns)"));
+            return Ok(None);
+        }
+    };
+    Ok(Some(match (vals, scalar) {
+        (Values::Str(mut s), true) => Value::Str(s.pop().unwrap_or_default()),
+        (Values::Str(s), false) => {
+            if shape.len() != 1 {
+                rep.skipped.push(format!("{key} (multi-dimensional string array)"));
+                return Ok(None);
+            }
+            Value::Strings(s)
+        }
+        (Values::Bool(b), true) => Value::Bool(b.first().copied().unwrap_or(false)),
+        (Values::Bool(_), false) => {
+            rep.skipped.push(format!("{key} (boolean array in uns is not kept)"));
+            return Ok(None);
+        }
+        (Values::F32(v), true) => Value::F64(v.first().copied().unwrap_or(f32::NAN) as f64),
+        (Values::F64(v), true) => Value::F64(v.first().copied().unwrap_or(f64::NAN)),
+        (Values::I32(v), true) => Value::I64(v.first().copied().unwrap_or(0) as i64),
+        (Values::I64(v), true) => Value::I64(v.first().copied().unwrap_or(0)),
+        (Values::F32(v), false) => Value::F64Array { shape, data: v.into_iter().map(|x| x as f64).collect() },
+        (Values::F64(v), false) => Value::F64Array { shape, data: v },
+        (Values::I32(v), false) => Value::I64Array { shape, data: v.into_iter().map(|x| x as i64).collect() },
+        (Values::I64(v), false) => Value::I64Array { shape, data: v },
+    }))
+}

@@ -1,0 +1,355 @@
+//! Out-of-core access to `X`: reading row ranges of a large file, and writing a file whose
+//! `X` arrives in row chunks.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_pure::{AttrValue, Dataset, FileAccessProperties, FileBuilder, MaxExtent, SyncPolicy};
+use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
+
+use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
+use crate::h5::{attr_str, encoding, Node, H5};
+use crate::read::{legacy_categories, read_dataframe, to_u32, to_usize, ReadReport};
+use crate::write::{build_anndata, check_level, enc, temp_beside, WriteOptions};
+
+enum Layout {
+    Dense(Dataset),
+    Csr { indptr: Vec<usize>, data: Dataset, indices: Dataset },
+}
+
+/// Reads rows `[a, b)` of `X` from an `.h5ad` file without loading `X` whole: for CSR, the
+/// row pointers are read once and each request reads only the slice of `data`/`indices`
+/// it needs; for dense `X`, only the requested row slab. `obs` and `var` are read at open.
+///
+/// ```no_run
+/// let r = sclm_io::H5adRowReader::open("big.h5ad")?;
+/// for start in (0..r.n_obs()).step_by(10_000) {
+///     let block = r.read_rows(start, (start + 10_000).min(r.n_obs()))?;
+///     // ... run the model on `block` ...
+/// #   let _ = block;
+/// }
+/// # Ok::<(), sclm_io::IoError>(())
+/// ```
+pub struct H5adRowReader {
+    h: H5,
+    x: Layout,
+    n_obs: usize,
+    n_vars: usize,
+    obs: DataFrame,
+    var: DataFrame,
+    report: ReadReport,
+}
+
+impl std::fmt::Debug for H5adRowReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H5adRowReader").field("file", &self.h.name).field("n_obs", &self.n_obs).field("n_vars", &self.n_vars).finish()
+    }
+}
+
+impl H5adRowReader {
+    /// Opens `path`, reading `obs`, `var` and (for CSR) the row pointers of `X`.
+    /// CSC-stored `X` cannot be read by rows and is refused with an error saying so.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let h = H5::open(path.as_ref())?;
+        let name = h.name.clone();
+        guard(&name, move || Self::open_h5(h))
+    }
+
+    fn open_h5(h: H5) -> Result<Self> {
+        let mut report = ReadReport::default();
+        let (x, n_obs, n_vars) = match h.node("X") {
+            None => return Err(h.err("X", "missing (no X matrix in this file)")),
+            Some(Node::Dataset(d)) => {
+                let s = h.shape("X", &d)?;
+                if s.len() != 2 {
+                    return Err(h.err("X", format!("expected a 2-D matrix, found shape {s:?}")));
+                }
+                (Layout::Dense(d), s[0], s[1])
+            }
+            Some(Node::Group(_)) => {
+                let a = h.attrs("X")?;
+                let (fmt, shape) = match encoding(&a) {
+                    Some(e) => (e, a.get("shape").and_then(|v| v.to_i64s())),
+                    None => match attr_str(&a, "h5sparse_format") {
+                        Some(f) => (format!("{f}_matrix"), a.get("h5sparse_shape").and_then(|v| v.to_i64s())),
+                        None => return Err(h.err("X", "group without encoding-type: not a matrix")),
+                    },
+                };
+                match fmt.as_str() {
+                    "csr_matrix" => {}
+                    "csc_matrix" => {
+                        return Err(h.err("X", "stored column-major (CSC): rows cannot be streamed; read the file whole or rewrite it as CSR"))
+                    }
+                    other => return Err(h.err("X", format!("unknown encoding-type '{other}'"))),
+                }
+                let (r, c) = match shape.as_deref() {
+                    Some(&[r, c]) if r >= 0 && c >= 0 => (r as usize, c as usize),
+                    _ => return Err(h.err("X", "sparse matrix without a valid 2-D 'shape' attribute")),
+                };
+                let indptr = to_usize(&h, "X/indptr", h.read_i64("X/indptr")?)?;
+                if indptr.len() != r + 1 || indptr[0] != 0 || indptr.windows(2).any(|w| w[1] < w[0]) {
+                    return Err(h.err("X/indptr", format!("malformed row pointers for {r} rows")));
+                }
+                let data = h.dataset("X/data")?;
+                let indices = h.dataset("X/indices")?;
+                let nnz = indptr[r];
+                for (k, d) in [("X/data", &data), ("X/indices", &indices)] {
+                    let s = h.shape(k, d)?;
+                    if s != [nnz] {
+                        return Err(h.err(k, format!("has shape {s:?}, row pointers say {nnz} values")));
+                    }
+                }
+                (Layout::Csr { indptr, data, indices }, r, c)
+            }
+        };
+        let cats = legacy_categories(&h);
+        let mut used = Vec::new();
+        let obs = if h.has("obs") {
+            read_dataframe(&h, "obs", &cats, &mut used, &mut report)?
+        } else {
+            DataFrame::new((0..n_obs).map(|i| i.to_string()).collect())
+        };
+        let mut var = if h.has("var") {
+            read_dataframe(&h, "var", &cats, &mut used, &mut report)?
+        } else {
+            DataFrame::new((0..n_vars).map(|i| i.to_string()).collect())
+        };
+        if obs.nrows() != n_obs {
+            return Err(h.err("obs", format!("has {} rows but X has {n_obs} rows", obs.nrows())));
+        }
+        if var.nrows() != n_vars {
+            return Err(h.err("var", format!("has {} rows but X has {n_vars} columns", var.nrows())));
+        }
+        report.duplicate_var_names = var.make_index_unique();
+        Ok(H5adRowReader { h, x, n_obs, n_vars, obs, var, report })
+    }
+
+    /// Number of cells.
+    pub fn n_obs(&self) -> usize {
+        self.n_obs
+    }
+
+    /// Number of genes.
+    pub fn n_vars(&self) -> usize {
+        self.n_vars
+    }
+
+    /// Gene names (made unique as anndata does).
+    pub fn var_names(&self) -> &[String] {
+        &self.var.index
+    }
+
+    /// Cell annotations.
+    pub fn obs(&self) -> &DataFrame {
+        &self.obs
+    }
+
+    /// Gene annotations.
+    pub fn var(&self) -> &DataFrame {
+        &self.var
+    }
+
+    /// What was skipped or renamed while reading `obs`/`var`.
+    pub fn report(&self) -> &ReadReport {
+        &self.report
+    }
+
+    /// True when `X` is stored sparse (CSR).
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.x, Layout::Csr { .. })
+    }
+
+    /// Rows `[a, b)` of `X`, in the storage kind of the file (CSR or dense).
+    pub fn read_rows(&self, a: usize, b: usize) -> Result<Matrix> {
+        if a > b || b > self.n_obs {
+            return Err(self.h.err("X", format!("row range {a}..{b} is outside 0..{}", self.n_obs)));
+        }
+        guard(&self.h.name, || self.read_rows_inner(a, b))
+    }
+
+    fn read_rows_inner(&self, a: usize, b: usize) -> Result<Matrix> {
+        let h = &self.h;
+        match &self.x {
+            Layout::Dense(d) => {
+                let data = if a == b {
+                    vec![]
+                } else {
+                    d.read_f32_rows(a as u64, (b - a) as u64).map_err(|e| h.err("X", format!("cannot read rows {a}..{b}: {e}")))?
+                };
+                Ok(Matrix::Dense(Dense::from_vec(b - a, self.n_vars, data).map_err(|e| data_err(&h.name, "X", e))?))
+            }
+            Layout::Csr { indptr, data, indices } => {
+                let (s, e) = (indptr[a], indptr[b]);
+                let (vals, idx) = if s == e {
+                    (vec![], vec![])
+                } else {
+                    let n = (e - s) as u64;
+                    let v = data.read_f32_rows(s as u64, n).map_err(|x| h.err("X/data", format!("cannot read values {s}..{e}: {x}")))?;
+                    let i = indices.read_i64_rows(s as u64, n).map_err(|x| h.err("X/indices", format!("cannot read values {s}..{e}: {x}")))?;
+                    (v, to_u32(h, "X/indices", i)?)
+                };
+                if vals.len() != e - s || idx.len() != e - s {
+                    return Err(h.err("X", format!("short read of rows {a}..{b}")));
+                }
+                let ip = indptr[a..=b].iter().map(|&p| p - s).collect();
+                Ok(Matrix::Csr(CsrMatrix::new(b - a, self.n_vars, ip, idx, vals).map_err(|x| data_err(&h.name, "X", x))?))
+            }
+        }
+    }
+}
+
+/// Elements per HDF5 chunk of the streamed `X/data` and `X/indices`.
+const CHUNK: usize = 1 << 20;
+
+/// Writes an `.h5ad` file whose `X` (CSR) arrives in row chunks, so that `X` never has to be
+/// held in memory. Everything but `X` comes from a template [`AnnData`] whose `X` only gives
+/// the shape (use `CsrMatrix::zeros(n_obs, n_vars)`). The file appears at `path` only when
+/// [`finish`](Self::finish) succeeds; dropping the writer, or any error, leaves nothing behind.
+///
+/// ```no_run
+/// use sclm_data::{AnnData, CsrMatrix, Matrix};
+/// let template = AnnData::new(Matrix::Csr(CsrMatrix::zeros(1000, 50)));
+/// let mut w = sclm_io::H5adStreamWriter::create("sim.h5ad", &template, &Default::default())?;
+/// for _ in 0..10 {
+///     w.append(&CsrMatrix::zeros(100, 50))?;
+/// }
+/// w.finish()?;
+/// # Ok::<(), sclm_io::IoError>(())
+/// ```
+pub struct H5adStreamWriter {
+    // Field order matters: the HDF5 handle must be dropped before the temporary file is removed.
+    file: Option<hdf5_pure::File>,
+    data: Dataset,
+    indices: Dataset,
+    indptr_ds: Dataset,
+    tmp: Option<tempfile::TempPath>,
+    path: PathBuf,
+    name: String,
+    indptr: Vec<i64>,
+    buf_data: Vec<f32>,
+    buf_idx: Vec<i32>,
+    n_obs: usize,
+    n_vars: usize,
+    rows: usize,
+}
+
+impl std::fmt::Debug for H5adStreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H5adStreamWriter").field("file", &self.name).field("rows", &self.rows).field("n_obs", &self.n_obs).finish()
+    }
+}
+
+impl H5adStreamWriter {
+    /// Starts a file at `path` with every part of `template` except `X`, whose shape it takes.
+    pub fn create(path: impl AsRef<Path>, template: &AnnData, opts: &WriteOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let name = fname(path);
+        template.validate().map_err(|e| data_err(&name, "AnnData", e))?;
+        check_level(&name, opts)?;
+        let (n_obs, n_vars) = template.x.shape();
+        if n_vars > i32::MAX as usize {
+            return Err(IoError::Invalid { what: name, msg: format!("{n_vars} genes is more than this writer supports") });
+        }
+        let tmp = temp_beside(path)?.into_temp_path();
+        let n2 = name.clone();
+        let file = guard(&name, || {
+            let mut b = FileBuilder::new();
+            build_anndata(&mut b, template, opts, &n2, false)?;
+            let mut g = b.create_group("X");
+            enc(&mut g, "csr_matrix", "0.1.0");
+            g.set_attr("shape", AttrValue::I64Array(vec![n_obs as i64, n_vars as i64]));
+            for (k, dt) in [("data", 0), ("indices", 1), ("indptr", 2)] {
+                let d = g.create_dataset(k);
+                match dt {
+                    0 => d.with_f32_data(&[]),
+                    1 => d.with_i32_data(&[]),
+                    _ => d.with_i64_data(&[]),
+                };
+                let ch = if dt == 2 { (n_obs + 1).clamp(1, CHUNK) } else { CHUNK };
+                d.with_shape(&[0]).with_maxshape(&[MaxExtent::Unlimited]).with_chunks(&[ch as u64]);
+                if let Some(l) = opts.compression {
+                    d.with_deflate(l);
+                }
+            }
+            b.add_group(g.finish());
+            b.write(&tmp).map_err(|e| fmt_err(&n2, "/", format!("cannot write: {e}")))?;
+            let access = FileAccessProperties::new().with_sync_policy(SyncPolicy::OnClose);
+            hdf5_pure::File::open_rw_with_options(&tmp, access).map_err(|e| fmt_err(&n2, "/", format!("cannot reopen for appending: {e}")))
+        })?;
+        let ds = |k: &str| file.dataset(k).map_err(|e| fmt_err(&name, k, e));
+        let (data, indices, indptr_ds) = (ds("X/data")?, ds("X/indices")?, ds("X/indptr")?);
+        let mut indptr = Vec::with_capacity(n_obs + 1);
+        indptr.push(0);
+        Ok(H5adStreamWriter {
+            file: Some(file),
+            data,
+            indices,
+            indptr_ds,
+            tmp: Some(tmp),
+            path: path.to_path_buf(),
+            name,
+            indptr,
+            buf_data: Vec::with_capacity(2 * CHUNK),
+            buf_idx: Vec::with_capacity(2 * CHUNK),
+            n_obs,
+            n_vars,
+            rows: 0,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows_written(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends the next rows of `X`.
+    pub fn append(&mut self, rows: &CsrMatrix) -> Result<()> {
+        if rows.ncols != self.n_vars {
+            return Err(fmt_err(&self.name, "X", format!("chunk has {} columns, expected {}", rows.ncols, self.n_vars)));
+        }
+        if self.rows + rows.nrows > self.n_obs {
+            return Err(fmt_err(&self.name, "X", format!("{} rows appended, more than the {} announced", self.rows + rows.nrows, self.n_obs)));
+        }
+        let base = *self.indptr.last().unwrap_or(&0);
+        self.indptr.extend(rows.indptr[1..].iter().map(|&p| base + p as i64));
+        self.buf_data.extend_from_slice(&rows.data);
+        self.buf_idx.extend(rows.indices.iter().map(|&c| c as i32));
+        self.rows += rows.nrows;
+        if self.buf_data.len() >= CHUNK {
+            let whole = self.buf_data.len() / CHUNK * CHUNK;
+            self.flush(whole)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, n: usize) -> Result<()> {
+        let name = self.name.clone();
+        let (d, i) = (&mut self.data, &mut self.indices);
+        let (bd, bi) = (&self.buf_data[..n], &self.buf_idx[..n]);
+        guard(&name, || {
+            d.append(bd).map_err(|e| fmt_err(&name, "X/data", format!("cannot append: {e}")))?;
+            i.append(bi).map_err(|e| fmt_err(&name, "X/indices", format!("cannot append: {e}")))
+        })?;
+        self.buf_data.drain(..n);
+        self.buf_idx.drain(..n);
+        Ok(())
+    }
+
+    /// Writes what is buffered and the row pointers, closes the file and moves it into place.
+    /// Fails (leaving nothing behind) unless exactly the announced number of rows was appended.
+    pub fn finish(mut self) -> Result<()> {
+        if self.rows != self.n_obs {
+            return Err(fmt_err(&self.name, "X", format!("{} rows appended, {} announced", self.rows, self.n_obs)));
+        }
+        let n = self.buf_data.len();
+        self.flush(n)?;
+        let name = self.name.clone();
+        let (ip, ipd) = (&self.indptr, &mut self.indptr_ds);
+        guard(&name, || ipd.append(ip).map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}"))))?;
+        if let Some(f) = self.file.take() {
+            f.close().map_err(|e| fmt_err(&self.name, "/", format!("cannot close: {e}")))?;
+        }
+        let tmp = self.tmp.take().expect("temporary path is held until finish");
+        tmp.persist(&self.path).map_err(|e| io_err(&self.name, e.error))?;
+        Ok(())
+    }
+}

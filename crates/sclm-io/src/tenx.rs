@@ -1,0 +1,289 @@
+//! Cell Ranger outputs: Matrix Market directories (v2 and v3) and HDF5 matrices (v2 and v3).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Matrix};
+
+use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
+use crate::h5::{Node, H5};
+use crate::read::{to_u32, to_usize, ReadReport};
+
+fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let f = std::fs::File::open(path).map_err(|e| io_err(&fname(path), e))?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    Ok(if gz {
+        Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    })
+}
+
+fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// True when `dir` holds a Cell Ranger Matrix Market matrix (`matrix.mtx` or `matrix.mtx.gz`).
+pub fn is_10x_mtx_dir(dir: &Path) -> bool {
+    find(dir, &["matrix.mtx.gz", "matrix.mtx"]).is_some()
+}
+
+fn read_tsv(path: &Path) -> Result<Vec<Vec<String>>> {
+    let file = fname(path);
+    let mut out = Vec::new();
+    for (i, line) in open_text(path)?.lines().enumerate() {
+        let line = line.map_err(|e| fmt_err(&file, &format!("line {}", i + 1), e))?;
+        if line.is_empty() {
+            continue;
+        }
+        out.push(line.split('\t').map(|s| s.to_string()).collect());
+    }
+    Ok(out)
+}
+
+/// Reads a Cell Ranger `filtered_feature_bc_matrix/` (v3: `matrix.mtx.gz`, `features.tsv.gz`,
+/// `barcodes.tsv.gz`) or `filtered_gene_bc_matrices/<genome>/` (v2: `matrix.mtx`, `genes.tsv`,
+/// `barcodes.tsv`) directory, compressed or not. The genes × cells matrix is transposed to
+/// cells × genes; `var` is indexed by gene symbols made unique (as scanpy's
+/// `read_10x_mtx(var_names='gene_symbols')`), with columns `gene_ids` and, for v3, `feature_types`.
+pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
+    let dir = dir.as_ref();
+    let dname = fname(dir);
+    let mtx = find(dir, &["matrix.mtx.gz", "matrix.mtx"])
+        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no matrix.mtx or matrix.mtx.gz in this directory".into() })?;
+    let feats = find(dir, &["features.tsv.gz", "features.tsv", "genes.tsv.gz", "genes.tsv"])
+        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no features.tsv(.gz) or genes.tsv(.gz) in this directory".into() })?;
+    let bcs = find(dir, &["barcodes.tsv.gz", "barcodes.tsv"])
+        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no barcodes.tsv(.gz) in this directory".into() })?;
+    let genes_by_cells = read_mtx(&mtx)?;
+    let x = genes_by_cells.transpose();
+    let feats_rows = read_tsv(&feats)?;
+    let barcodes: Vec<String> = read_tsv(&bcs)?.into_iter().map(|mut r| r.swap_remove(0)).collect();
+    let ffile = fname(&feats);
+    if feats_rows.len() != x.ncols {
+        return Err(fmt_err(&ffile, "rows", format!("{} features but the matrix has {} rows (genes)", feats_rows.len(), x.ncols)));
+    }
+    if barcodes.len() != x.nrows {
+        return Err(fmt_err(&fname(&bcs), "rows", format!("{} barcodes but the matrix has {} columns (cells)", barcodes.len(), x.nrows)));
+    }
+    let mut ids = Vec::with_capacity(x.ncols);
+    let mut names = Vec::with_capacity(x.ncols);
+    let mut types = Vec::with_capacity(x.ncols);
+    let v3 = feats_rows.iter().all(|r| r.len() >= 3);
+    for (i, r) in feats_rows.into_iter().enumerate() {
+        let mut it = r.into_iter();
+        let id = it.next().unwrap_or_default();
+        let name = it.next().ok_or_else(|| fmt_err(&ffile, &format!("line {}", i + 1), "expected gene id and name columns"))?;
+        ids.push(id);
+        names.push(name);
+        types.push(it.next().unwrap_or_default());
+    }
+    let mut var = DataFrame::new(names);
+    let mut rep = ReadReport { duplicate_var_names: var.make_index_unique(), ..Default::default() };
+    var.columns.push(("gene_ids".into(), Column::Str(ids)));
+    if v3 {
+        var.columns.push(("feature_types".into(), Column::Str(types)));
+    }
+    rep.skipped.clear();
+    let a = AnnData { obs: DataFrame::new(barcodes), var, ..AnnData::new(Matrix::Csr(x)) };
+    a.validate().map_err(|e| data_err(&dname, "AnnData", e))?;
+    Ok((a, rep))
+}
+
+/// Reads a Matrix Market coordinate file (`integer`, `real` or `pattern`, `general`) as CSR,
+/// rows as in the file. Duplicate entries are summed.
+pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
+    let path = path.as_ref();
+    let file = fname(path);
+    let mut r = open_text(path)?;
+    let mut line = String::new();
+    let mut lineno = 0usize;
+    let mut next = |r: &mut Box<dyn BufRead>, line: &mut String| -> Result<bool> {
+        line.clear();
+        lineno += 1;
+        let n = r.read_line(line).map_err(|e| fmt_err(&file, &format!("line {lineno}"), e))?;
+        Ok(n > 0)
+    };
+    if !next(&mut r, &mut line)? {
+        return Err(IoError::NotReadable { file, msg: "empty file".into() });
+    }
+    let head: Vec<String> = line.split_whitespace().map(|s| s.to_ascii_lowercase()).collect();
+    if head.len() < 5 || head[0] != "%%matrixmarket" || head[1] != "matrix" || head[2] != "coordinate" {
+        return Err(fmt_err(&file, "line 1", "not a Matrix Market coordinate matrix (expected '%%MatrixMarket matrix coordinate ...')"));
+    }
+    let pattern = match head[3].as_str() {
+        "integer" | "real" => false,
+        "pattern" => true,
+        other => return Err(fmt_err(&file, "line 1", format!("unsupported field type '{other}'"))),
+    };
+    if head[4] != "general" {
+        return Err(fmt_err(&file, "line 1", format!("unsupported symmetry '{}'", head[4])));
+    }
+    let mut ln = 1usize;
+    let (nr, nc, nnz) = loop {
+        if !next(&mut r, &mut line)? {
+            return Err(fmt_err(&file, "header", "missing size line"));
+        }
+        ln += 1;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('%') {
+            continue;
+        }
+        let v: Vec<usize> = t.split_whitespace().map(|x| x.parse::<usize>()).collect::<std::result::Result<_, _>>()
+            .map_err(|_| fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")))?;
+        if v.len() != 3 {
+            return Err(fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")));
+        }
+        break (v[0], v[1], v[2]);
+    };
+    let mut rows = Vec::with_capacity(nnz);
+    let mut cols = Vec::with_capacity(nnz);
+    let mut vals = Vec::with_capacity(nnz);
+    while next(&mut r, &mut line)? {
+        ln += 1;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('%') {
+            continue;
+        }
+        let bad = || fmt_err(&file, &format!("line {ln}"), format!("bad entry '{t}'"));
+        let mut it = t.split_whitespace();
+        let i: usize = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let j: usize = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let v: f32 = if pattern { 1.0 } else { it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)? };
+        if i == 0 || j == 0 || i > nr || j > nc {
+            return Err(fmt_err(&file, &format!("line {ln}"), format!("entry ({i}, {j}) outside the {nr} x {nc} matrix")));
+        }
+        rows.push((i - 1) as u32);
+        cols.push((j - 1) as u32);
+        vals.push(v);
+    }
+    if rows.len() != nnz {
+        return Err(fmt_err(&file, "entries", format!("header announces {nnz} entries, found {} (truncated file?)", rows.len())));
+    }
+    triplets_to_csr(nr, nc, &rows, &cols, &vals).map_err(|e| data_err(&file, "matrix", e))
+}
+
+/// Builds CSR from (row, col, value) triplets, summing duplicates.
+fn triplets_to_csr(nr: usize, nc: usize, rows: &[u32], cols: &[u32], vals: &[f32]) -> sclm_data::Result<CsrMatrix> {
+    let mut counts = vec![0usize; nr + 1];
+    for &r in rows {
+        counts[r as usize + 1] += 1;
+    }
+    for i in 0..nr {
+        counts[i + 1] += counts[i];
+    }
+    let mut next = counts.clone();
+    let mut idx = vec![0u32; rows.len()];
+    let mut dat = vec![0f32; rows.len()];
+    for k in 0..rows.len() {
+        let p = &mut next[rows[k] as usize];
+        idx[*p] = cols[k];
+        dat[*p] = vals[k];
+        *p += 1;
+    }
+    // Sort each row and sum duplicates.
+    let mut indptr = Vec::with_capacity(nr + 1);
+    indptr.push(0);
+    let mut oi = Vec::with_capacity(idx.len());
+    let mut od = Vec::with_capacity(idx.len());
+    let mut buf: Vec<(u32, f32)> = Vec::new();
+    for i in 0..nr {
+        buf.clear();
+        buf.extend(idx[counts[i]..counts[i + 1]].iter().copied().zip(dat[counts[i]..counts[i + 1]].iter().copied()));
+        buf.sort_unstable_by_key(|p| p.0);
+        for &(c, v) in &buf {
+            if oi.len() > indptr[i] && *oi.last().unwrap() == c {
+                *od.last_mut().unwrap() += v;
+            } else {
+                oi.push(c);
+                od.push(v);
+            }
+        }
+        indptr.push(oi.len());
+    }
+    CsrMatrix::new(nr, nc, indptr, oi, od)
+}
+
+/// Reads a Cell Ranger HDF5 matrix: v3 (`/matrix` with `features/`) or v2 (one group per
+/// genome). A v2 file with several genomes needs `genome`; without it the error lists them.
+/// `var` is indexed by gene symbols made unique, with `gene_ids` (and for v3 `feature_types`
+/// and `genome`) columns, as scanpy's `read_10x_h5`.
+pub fn read_10x_h5(path: impl AsRef<Path>, genome: Option<&str>) -> Result<(AnnData, ReadReport)> {
+    let h = H5::open(path.as_ref())?;
+    let name = h.name.clone();
+    guard(&name, || read_10x_h5_inner(&h, genome))
+}
+
+/// True when an HDF5 file looks like a Cell Ranger matrix.
+pub(crate) fn looks_like_10x_h5(h: &H5) -> bool {
+    if h.has("matrix/barcodes") {
+        return true;
+    }
+    h.children("").map(|(gs, _)| gs.iter().any(|g| h.has(&format!("{g}/barcodes")) && h.has(&format!("{g}/gene_names")))).unwrap_or(false)
+}
+
+pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData, ReadReport)> {
+    let mut rep = ReadReport::default();
+    let v3 = matches!(h.node("matrix"), Some(Node::Group(_)));
+    let g: String = if v3 {
+        "matrix".into()
+    } else {
+        let (gs, _) = h.children("")?;
+        let genomes: Vec<String> = gs.into_iter().filter(|g| h.has(&format!("{g}/barcodes"))).collect();
+        match genome {
+            Some(want) => {
+                if !genomes.iter().any(|g| g == want) {
+                    return Err(h.err(want, format!("no such genome; the file has: {}", genomes.join(", "))));
+                }
+                want.to_string()
+            }
+            None if genomes.len() == 1 => genomes[0].clone(),
+            None if genomes.is_empty() => return Err(h.err("/", "not a Cell Ranger matrix (no 'matrix' group nor genome groups)")),
+            None => return Err(h.err("/", format!("several genomes, choose one: {}", genomes.join(", ")))),
+        }
+    };
+    let shape = h.read_i64(&format!("{g}/shape"))?;
+    let (ngenes, ncells) = match shape.as_slice() {
+        [a, b] if *a >= 0 && *b >= 0 => (*a as usize, *b as usize),
+        _ => return Err(h.err(&format!("{g}/shape"), format!("expected 2 non-negative values, found {shape:?}"))),
+    };
+    let data = h.read_f32(&format!("{g}/data"))?;
+    let indices = to_u32(h, &format!("{g}/indices"), h.read_i64(&format!("{g}/indices"))?)?;
+    let indptr = to_usize(h, &format!("{g}/indptr"), h.read_i64(&format!("{g}/indptr"))?)?;
+    // Stored genes x cells, compressed by column (cell): the same arrays are cells x genes CSR.
+    let x = CsrMatrix::new(ncells, ngenes, indptr, indices, data).map_err(|e| data_err(&h.name, &g, e))?;
+    let barcodes = h.read_strings(&format!("{g}/barcodes"))?;
+    let (ids, names, extra) = if v3 {
+        let f = format!("{g}/features");
+        let ids = h.read_strings(&format!("{f}/id"))?;
+        let names = h.read_strings(&format!("{f}/name"))?;
+        let mut extra = vec![];
+        for (col, key) in [("feature_types", "feature_type"), ("genome", "genome")] {
+            let k = format!("{f}/{key}");
+            if h.has(&k) {
+                extra.push((col.to_string(), Column::Str(h.read_strings(&k)?)));
+            }
+        }
+        (ids, names, extra)
+    } else {
+        (h.read_strings(&format!("{g}/genes"))?, h.read_strings(&format!("{g}/gene_names"))?, vec![])
+    };
+    for (k, n, want) in [("barcodes", barcodes.len(), ncells), ("gene ids", ids.len(), ngenes), ("gene names", names.len(), ngenes)] {
+        if n != want {
+            return Err(h.err(&g, format!("{n} {k}, expected {want} from shape")));
+        }
+    }
+    for (k, c) in &extra {
+        if c.len() != ngenes {
+            return Err(h.err(&g, format!("{} {k} values, expected {ngenes}", c.len())));
+        }
+    }
+    let mut var = DataFrame::new(names);
+    rep.duplicate_var_names = var.make_index_unique();
+    var.columns.push(("gene_ids".into(), Column::Str(ids)));
+    var.columns.extend(extra);
+    let a = AnnData { obs: DataFrame::new(barcodes), var, ..AnnData::new(Matrix::Csr(x)) };
+    a.validate().map_err(|e| data_err(&h.name, "AnnData", e))?;
+    Ok((a, rep))
+}
+
