@@ -39,16 +39,17 @@ pub struct SimConfig {
     pub mean_shape: f64,
     /// Rate of the gamma distribution of gene base means. Default 0.3 (Splatter).
     pub mean_rate: f64,
-    /// Probability that a gene is a high-expression outlier. Default 0.05 (Splatter).
+    /// Probability that a gene is a high-expression outlier. Default 0.06 (Splatter: 0.05).
     pub outlier_prob: f64,
     /// Location of the log-normal outlier factor (outlier mean = median mean × factor).
-    /// Default 4.0 (Splatter).
+    /// Default 5.0 (Splatter: 4.0): outliers take more of the counts, so that with 2000 genes
+    /// about 20% of the matrix is non-zero, as in real data.
     pub outlier_loc: f64,
     /// Scale of the log-normal outlier factor. Default 0.5 (Splatter).
     pub outlier_scale: f64,
 
     /// Location (log of the median) of the log-normal expected library size. Default
-    /// `ln(4000) ≈ 8.294` (a 10x PBMC-like depth).
+    /// `ln(3500) ≈ 8.16` (a 10x PBMC-like depth).
     pub lib_loc: f64,
     /// Scale of the log-normal library size. Default 0.35.
     pub lib_scale: f64,
@@ -59,14 +60,14 @@ pub struct SimConfig {
     /// Probability that a gene is differentially expressed in a lineage (shared by all its
     /// types). Default 0.06.
     pub lineage_de_prob: f64,
-    /// Location of the log-normal lineage DE factor. Default 0.5.
+    /// Location of the log-normal lineage DE factor. Default 0.7.
     pub lineage_de_loc: f64,
     /// Scale of the log-normal lineage DE factor. Default 0.4.
     pub lineage_de_scale: f64,
     /// Probability that a gene is differentially expressed in a type, on top of its lineage.
-    /// Default 0.02.
+    /// Default 0.05.
     pub de_prob: f64,
-    /// Location of the log-normal type DE factor. Default 0.2.
+    /// Location of the log-normal type DE factor. Default 0.7.
     pub de_loc: f64,
     /// Scale of the log-normal type DE factor. Default 0.4.
     pub de_scale: f64,
@@ -168,17 +169,17 @@ impl Default for SimConfig {
             batch_fractions: Vec::new(),
             mean_shape: 0.6,
             mean_rate: 0.3,
-            outlier_prob: 0.05,
-            outlier_loc: 4.0,
+            outlier_prob: 0.06,
+            outlier_loc: 5.0,
             outlier_scale: 0.5,
-            lib_loc: 4000f64.ln(),
+            lib_loc: 3500f64.ln(),
             lib_scale: 0.35,
             type_lib_sd: 0.15,
             lineage_de_prob: 0.06,
-            lineage_de_loc: 0.5,
+            lineage_de_loc: 0.7,
             lineage_de_scale: 0.4,
-            de_prob: 0.02,
-            de_loc: 0.2,
+            de_prob: 0.05,
+            de_loc: 0.7,
             de_scale: 0.4,
             de_down_prob: 0.5,
             batch_loc: 0.1,

@@ -68,8 +68,14 @@ fn pca(e: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
 
 /// Leave-one-out k-nearest-neighbour accuracy (Euclidean, majority vote).
 fn knn_accuracy(e: &[Vec<f64>], labels: &[i32], k: usize) -> f64 {
+    let pred = knn_predict(e, labels, k);
+    pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64
+}
+
+/// Leave-one-out k-nearest-neighbour predictions (Euclidean, majority vote).
+fn knn_predict(e: &[Vec<f64>], labels: &[i32], k: usize) -> Vec<i32> {
     let n = e.len();
-    let mut correct = 0;
+    let mut pred = Vec::with_capacity(n);
     for i in 0..n {
         let mut d: Vec<(f64, usize)> = (0..n)
             .filter(|&j| j != i)
@@ -81,11 +87,9 @@ fn knn_accuracy(e: &[Vec<f64>], labels: &[i32], k: usize) -> f64 {
             *votes.entry(labels[j]).or_insert(0) += 1;
         }
         let best = votes.iter().max_by_key(|(l, c)| (**c, -**l)).map(|(l, _)| *l).unwrap();
-        if best == labels[i] {
-            correct += 1;
-        }
+        pred.push(best);
     }
-    correct as f64 / n as f64
+    pred
 }
 
 fn codes(c: &Column) -> Vec<i32> {
@@ -110,9 +114,18 @@ fn default_simulation_is_realistic_and_learnable_but_not_trivial() {
     let e = pca(&embed(x, 500), 20);
     let types = codes(sim.adata.obs.get("cell_type").unwrap());
     let batches = codes(sim.adata.obs.get("batch").unwrap());
-    let type_acc = knn_accuracy(&e, &types, 15);
+    let type_pred = knn_predict(&e, &types, 15);
+    let type_acc = type_pred.iter().zip(&types).filter(|(p, l)| p == l).count() as f64 / types.len() as f64;
+    // Types of one lineage resemble each other: most mistakes stay within the lineage.
+    let lineage_of = &sim.truth.type_lineage;
+    let wrong: Vec<(i32, i32)> = type_pred.iter().zip(&types).filter(|(p, l)| p != l).map(|(p, l)| (*p, *l)).collect();
+    let within = wrong.iter().filter(|(p, l)| lineage_of[*p as usize] == lineage_of[*l as usize]).count();
+    let within_frac = within as f64 / wrong.len().max(1) as f64;
     let batch_acc = knn_accuracy(&e, &batches, 15);
-    eprintln!("non-zero {nz:.3}, median library {median:.0}, type kNN {type_acc:.3}, batch kNN {batch_acc:.3}");
+    eprintln!(
+        "non-zero {nz:.3}, median library {median:.0}, type kNN {type_acc:.3} ({within_frac:.2} of errors within lineage), batch kNN {batch_acc:.3}"
+    );
+    assert!(within_frac > 0.6, "only {within_frac} of type errors stay within the lineage");
     assert!((0.10..0.25).contains(&nz), "non-zero fraction {nz}");
     assert!((2000.0..8000.0).contains(&median), "median library size {median}");
     assert!(type_acc > 0.7 && type_acc < 0.995, "cell-type kNN accuracy {type_acc}");
