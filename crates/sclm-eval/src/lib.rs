@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod neighbors;
 
 pub use error::{EvalError, Result};
+pub mod cluster;
