@@ -548,6 +548,11 @@ fn read_uns_dataset(h: &H5, key: &str, rep: &mut ReadReport) -> Result<Option<Va
     let d = h.dataset(key)?;
     let shape = h.shape(key, &d)?;
     let scalar = shape.is_empty();
+    // Legacy files store string scalars as 1-element fixed-length arrays; anndata reads them as str.
+    let legacy_str = shape == [1]
+        && matches!(d.dtype(), Ok(DType::String))
+        && encoding(&h.attrs(key)?).is_none();
+    let scalar = scalar || legacy_str;
     let vals = match h.read_values(key) {
         Ok(v) => v,
         Err(_) => {

@@ -9,7 +9,7 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
 use crate::read::{legacy_categories, read_dataframe, to_u32, to_usize, ReadReport};
-use crate::write::{build_anndata, check_level, enc, temp_beside, WriteOptions};
+use crate::write::{build_anndata, check_level, enc, temp_beside, WriteOptions, MAX_CHUNK_DIM};
 
 enum Layout {
     Dense(Dataset),
@@ -197,8 +197,10 @@ impl H5adRowReader {
     }
 }
 
-/// Elements per HDF5 chunk of the streamed `X/data` and `X/indices`.
-const CHUNK: usize = 1 << 20;
+/// Elements per HDF5 chunk of the streamed `X/data` and `X/indices` (see `MAX_CHUNK_DIM`).
+const CHUNK: usize = MAX_CHUNK_DIM;
+/// Elements buffered before they are appended to the file.
+const FLUSH: usize = CHUNK * 64;
 
 /// Writes an `.h5ad` file whose `X` (CSR) arrives in row chunks, so that `X` never has to be
 /// held in memory. Everything but `X` comes from a template [`AnnData`] whose `X` only gives
@@ -288,8 +290,8 @@ impl H5adStreamWriter {
             path: path.to_path_buf(),
             name,
             indptr,
-            buf_data: Vec::with_capacity(2 * CHUNK),
-            buf_idx: Vec::with_capacity(2 * CHUNK),
+            buf_data: Vec::with_capacity(FLUSH + CHUNK),
+            buf_idx: Vec::with_capacity(FLUSH + CHUNK),
             n_obs,
             n_vars,
             rows: 0,
@@ -314,7 +316,7 @@ impl H5adStreamWriter {
         self.buf_data.extend_from_slice(&rows.data);
         self.buf_idx.extend(rows.indices.iter().map(|&c| c as i32));
         self.rows += rows.nrows;
-        if self.buf_data.len() >= CHUNK {
+        if self.buf_data.len() >= FLUSH {
             let whole = self.buf_data.len() / CHUNK * CHUNK;
             self.flush(whole)?;
         }

@@ -121,17 +121,22 @@ pub(crate) fn tag(d: &mut DatasetBuilder, t: &str, v: &str) {
     d.set_attr("encoding-version", AttrValue::VarLenString(v.into()));
 }
 
+/// Largest chunk dimension written. The HDF5 C library (h5py, anndata) rejects files from the
+/// pure-Rust backend whose chunk dimensions need 3 bytes to encode, so none may exceed 65,535.
+pub(crate) const MAX_CHUNK_DIM: usize = 65_535;
+
 /// Chunked deflate for a 1-D dataset of `n` elements, when compression is on.
 pub(crate) fn compress1(d: &mut DatasetBuilder, n: usize, opts: &WriteOptions) {
     if let (Some(level), true) = (opts.compression, n > 0) {
-        d.with_chunks(&[n.min(1 << 16) as u64]).with_deflate(level);
+        d.with_chunks(&[n.min(MAX_CHUNK_DIM) as u64]).with_deflate(level);
     }
 }
 
 fn compress2(d: &mut DatasetBuilder, r: usize, c: usize, opts: &WriteOptions) {
     if let (Some(level), true) = (opts.compression, r > 0 && c > 0) {
-        let rows = ((1usize << 16) / c).clamp(1, r);
-        d.with_chunks(&[rows as u64, c as u64]).with_deflate(level);
+        let cols = c.min(MAX_CHUNK_DIM);
+        let rows = ((1usize << 16) / cols).clamp(1, r.min(MAX_CHUNK_DIM));
+        d.with_chunks(&[rows as u64, cols as u64]).with_deflate(level);
     }
 }
 
