@@ -32,6 +32,25 @@
 //! draws labels and metadata up front and counts chunk by chunk, for datasets too large for
 //! memory (feed [`SimStream::obs`], [`SimStream::var`], [`SimStream::uns`] and the chunks'
 //! CSR rows to a streaming h5ad writer). Both give identical data for the same config.
+//!
+//! ```
+//! use sclm_sim::{SimConfig, SimStream};
+//! let cfg = SimConfig { n_cells: 500, n_genes: 300, ..SimConfig::default() };
+//! let stream = SimStream::new(&cfg)?;
+//! let template = stream.template(); // obs, var, obsm, uns; X all zero, right shape
+//! let mut rows = 0;
+//! for chunk in stream.chunks(128) {
+//!     let chunk = chunk?; // chunk.counts: CSR rows, chunk.obs / chunk.spatial: their labels
+//!     rows += chunk.counts.nrows; // e.g. writer.append(&chunk.counts)?
+//! }
+//! assert_eq!(rows, template.n_obs());
+//! # Ok::<(), sclm_sim::SimError>(())
+//! ```
+//!
+//! **Determinism**: the data depend only on the config (seed included), not on the chunk
+//! size or the number of threads: each cell's labels and counts come from random streams
+//! seeded by `(seed, cell index)`. Random streams come from this crate's own generator;
+//! the distributions' algorithms come from `rand_distr` (pinned by `Cargo.lock`).
 #![warn(missing_docs)]
 
 mod config;
@@ -75,11 +94,8 @@ pub struct Simulation {
 pub fn simulate(cfg: &SimConfig) -> Result<Simulation> {
     let stream = SimStream::new(cfg)?;
     let counts: CsrMatrix = stream.counts_range(0, stream.n_cells())?;
-    let mut adata = AnnData::new(Matrix::Csr(counts));
-    adata.obs = stream.obs();
-    adata.var = stream.var();
-    adata.obsm = stream.obsm();
-    adata.uns = stream.uns();
+    let mut adata = stream.template();
+    adata.x = Matrix::Csr(counts);
     adata.validate()?;
     let truth = stream.truth().clone();
     Ok(Simulation { adata, truth })

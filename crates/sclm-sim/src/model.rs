@@ -14,6 +14,7 @@ pub(crate) const STREAM_CELLS: u64 = 2;
 pub(crate) const STREAM_COUNTS: u64 = 3;
 pub(crate) const STREAM_SPATIAL: u64 = 4;
 pub(crate) const STREAM_PERTURB: u64 = 5;
+pub(crate) const STREAM_DROPOUT: u64 = 6;
 
 /// The 13 protein-coding genes of the human mitochondrial genome.
 const MITO_SYMBOLS: [&str; 13] = [
@@ -213,10 +214,9 @@ impl GroundTruth {
             }
         }
         let mut de_log_factors = Dense::<f64>::zeros(cfg.n_types, g);
-        for t in 0..cfg.n_types {
+        for (t, &l) in type_lineage.iter().enumerate() {
             for i in 0..g {
-                de_log_factors.data[t * g + i] =
-                    lineage_log_factors.get(type_lineage[t], i) + type_log_factors.get(t, i);
+                de_log_factors.data[t * g + i] = lineage_log_factors.get(l, i) + type_log_factors.get(t, i);
             }
         }
         let type_lib_shift: Vec<f64> = (0..cfg.n_types).map(|_| cfg.type_lib_sd * normal(&mut rng)).collect();

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use rand_distr::{Distribution, Gamma, Poisson, StandardNormal};
 use rayon::prelude::*;
-use sclm_data::{Array2, Column, CsrMatrix, DataFrame, Dense, Value};
+use sclm_data::{AnnData, Array2, Column, CsrMatrix, DataFrame, Dense, Matrix, Value};
 
-use crate::model::{GroundTruth, STREAM_CELLS, STREAM_COUNTS};
+use crate::model::{GroundTruth, STREAM_CELLS, STREAM_COUNTS, STREAM_DROPOUT};
 use crate::rng::Xoshiro;
 use crate::{SimConfig, SimError};
 
@@ -260,9 +260,7 @@ impl SimStream {
     }
 
     fn spatial_range(&self, start: usize, end: usize) -> Option<Dense<f64>> {
-        if self.cfg.spatial.is_none() {
-            return None;
-        }
+        self.cfg.spatial.as_ref()?;
         Some(Dense { nrows: end - start, ncols: 2, data: self.coords[2 * start..2 * end].to_vec() })
     }
 
@@ -311,6 +309,18 @@ impl SimStream {
         let mut m = BTreeMap::new();
         m.insert("simulation".to_string(), self.truth.to_value(&self.cfg));
         m
+    }
+
+    /// An AnnData with every part of the simulation except the counts: `X` is an all-zero
+    /// CSR matrix of the right shape. This is the template a streaming h5ad writer takes;
+    /// the rows of `X` then come from [`SimStream::chunks`].
+    pub fn template(&self) -> AnnData {
+        let mut a = AnnData::new(Matrix::Csr(CsrMatrix::zeros(self.n_cells(), self.n_genes())));
+        a.obs = self.obs();
+        a.var = self.var();
+        a.obsm = self.obsm();
+        a.uns = self.uns();
+        a
     }
 
     /// Draws the counts of cells `start..end` (in parallel over blocks of cells).
@@ -381,6 +391,8 @@ impl SimStream {
         };
         let mut next_eff = 0usize;
         let mut rng = Xoshiro::new(self.cfg.seed, STREAM_COUNTS, c as u64);
+        // Dropout has its own stream: turning it on removes counts without changing the others.
+        let mut drop_rng = dropout.map(|_| Xoshiro::new(self.cfg.seed, STREAM_DROPOUT, c as u64));
         let mut spare: u64 = 0;
         let mut have_spare = false;
         const INV32: f64 = 1.0 / 4_294_967_296.0;
@@ -415,9 +427,9 @@ impl SimStream {
             if count == 0 {
                 continue;
             }
-            if let Some((mid, shape)) = dropout {
+            if let (Some((mid, shape)), Some(dr)) = (dropout, drop_rng.as_mut()) {
                 let p_drop = 1.0 / (1.0 + (-shape * (mu.ln() - mid)).exp());
-                if rng.uniform() < p_drop {
+                if dr.uniform() < p_drop {
                     continue;
                 }
             }

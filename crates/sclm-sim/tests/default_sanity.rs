@@ -25,6 +25,7 @@ fn embed(x: &sclm_data::CsrMatrix, n_top: usize) -> Vec<Vec<f64>> {
 
 /// Projects centred data on its top `k` principal components (subspace iteration on the
 /// covariance matrix, Gram–Schmidt orthonormalisation).
+#[allow(clippy::needless_range_loop)]
 fn pca(e: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
     let p = e[0].len();
     let mut c = vec![vec![0.0; p]; p];
@@ -40,7 +41,8 @@ fn pca(e: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
     }
     for a in 0..p {
         for b in 0..a {
-            c[a][b] = c[b][a];
+            let v = c[b][a];
+            c[a][b] = v;
         }
     }
     // Deterministic start: a fixed pseudo-random matrix.

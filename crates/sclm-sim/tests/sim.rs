@@ -312,3 +312,36 @@ fn named_perturbation_genes_are_used() {
         _ => panic!(),
     }
 }
+
+#[test]
+fn dropout_removes_counts_of_lowly_expressed_genes() {
+    let base = SimConfig { n_cells: 300, n_genes: 300, ..SimConfig::default() };
+    let with = SimConfig { dropout: Some(sclm_sim::DropoutConfig { mid: 1.0, shape: -1.0 }), ..base.clone() };
+    let a = simulate(&base).unwrap();
+    let b = simulate(&with).unwrap();
+    let (xa, xb) = (csr(&a.adata.x), csr(&b.adata.x));
+    assert!(b.adata.x.looks_like_counts());
+    assert!((xb.nnz() as f64) < 0.8 * xa.nnz() as f64, "{} vs {}", xb.nnz(), xa.nnz());
+    // Same cells, same labels: dropout only removes entries.
+    assert_eq!(a.adata.obs, b.adata.obs);
+    let (da, db) = (dense(xa), dense(xb));
+    for (ra, rb) in da.iter().zip(&db) {
+        for (va, vb) in ra.iter().zip(rb) {
+            assert!(*vb == 0.0 || vb == va);
+        }
+    }
+}
+
+#[test]
+fn template_has_everything_but_counts() {
+    let cfg = SimConfig { spatial: Some(SpatialConfig::default()), ..small(2) };
+    let stream = SimStream::new(&cfg).unwrap();
+    let t = stream.template();
+    t.validate().unwrap();
+    assert_eq!((t.n_obs(), t.n_vars()), (300, 400));
+    assert_eq!(t.x.stored(), 0);
+    let sim = simulate(&cfg).unwrap();
+    assert_eq!(t.obs, sim.adata.obs);
+    assert_eq!(t.obsm, sim.adata.obsm);
+    assert_eq!(t.uns, sim.adata.uns);
+}
