@@ -520,3 +520,57 @@ fn compound_nb(rng: &mut Xoshiro, u: f64, mu: f64, phi: f64) -> u64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Draws as `sample_cell` does: the cheap rejection, then the compound sampler; or the
+    /// direct sampler for large means.
+    fn draw(rng: &mut Xoshiro, mu: f64, chi: f64, common: f64) -> u64 {
+        let bcv = (common + 1.0 / mu.sqrt()) * chi;
+        let phi = bcv * bcv;
+        if mu >= DIRECT_MEAN {
+            return direct_nb(rng, mu, phi);
+        }
+        let f2 = chi * chi;
+        let bound = (f2.ln_1p() / f2).min(1.0);
+        let u = (rand::RngCore::next_u32(rng) as f64 + 0.5) / 4_294_967_296.0;
+        if u >= mu * bound {
+            return 0;
+        }
+        compound_nb(rng, u, mu, phi)
+    }
+
+    #[test]
+    fn sampler_matches_negative_binomial_moments_and_zero_probability() {
+        let mut rng = Xoshiro::new(11, 99, 0);
+        for &(mu, chi) in &[(0.02, 1.0), (0.3, 0.8), (1.5, 1.2), (6.0, 1.0), (9.9, 1.1), (40.0, 1.0)] {
+            let common = 0.1;
+            let bcv: f64 = (common + 1.0 / f64::sqrt(mu)) * chi;
+            let phi = bcv * bcv;
+            let n = 200_000;
+            let xs: Vec<f64> = (0..n).map(|_| draw(&mut rng, mu, chi, common) as f64).collect();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let p0 = xs.iter().filter(|&&x| x == 0.0).count() as f64 / n as f64;
+            let want_var = mu + phi * mu * mu;
+            let want_p0 = (1.0 + mu * phi).powf(-1.0 / phi);
+            // Standard error of the mean is sqrt(var / n).
+            let se = (want_var / n as f64).sqrt();
+            assert!((mean - mu).abs() < 5.0 * se, "mu {mu}: mean {mean}");
+            assert!((var / want_var - 1.0).abs() < 0.1, "mu {mu}: var {var} vs {want_var}");
+            assert!((p0 - want_p0).abs() < 0.005, "mu {mu}: P(0) {p0} vs {want_p0}");
+        }
+    }
+
+    #[test]
+    fn reflect_stays_in_the_square() {
+        for v in [-1500.0, -10.0, 0.0, 500.0, 1000.0, 1010.0, 2500.0] {
+            let r = reflect(v, 1000.0);
+            assert!((0.0..=1000.0).contains(&r), "{v} -> {r}");
+        }
+        assert_eq!(reflect(1010.0, 1000.0), 990.0);
+        assert_eq!(reflect(-10.0, 1000.0), 10.0);
+    }
+}

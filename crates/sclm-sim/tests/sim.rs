@@ -345,3 +345,13 @@ fn template_has_everything_but_counts() {
     assert_eq!(t.obsm, sim.adata.obsm);
     assert_eq!(t.uns, sim.adata.uns);
 }
+
+#[test]
+fn thread_count_does_not_change_the_data() {
+    let cfg = small(5);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let a = one.install(|| simulate(&cfg).unwrap());
+    let b = three.install(|| simulate(&cfg).unwrap());
+    assert_eq!(a.adata, b.adata);
+}
