@@ -319,6 +319,12 @@ impl SimConfig {
         if self.n_batches == 0 || self.n_batches > u16::MAX as usize {
             return Err(bad(format!("n_batches must be between 1 and 65535, got {}", self.n_batches)));
         }
+        let table = (self.n_types as u128) * (self.n_batches as u128) * (self.n_genes as u128);
+        if table > 200_000_000 {
+            return Err(bad(format!(
+                "n_types × n_batches × n_genes = {table} is too large (the expected-expression table would not fit in memory; at most 200000000)"
+            )));
+        }
         check_weights("type_probs", &self.type_probs, self.n_types, "cell types (n_types)")?;
         check_weights("batch_fractions", &self.batch_fractions, self.n_batches, "batches (n_batches)")?;
         check_positive("mean_shape", self.mean_shape)?;
