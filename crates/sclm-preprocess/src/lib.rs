@@ -28,6 +28,7 @@ mod stats;
 
 
 pub use hvg::{highly_variable_genes, HvgFlavor, HvgOptions, HvgResult};
+pub use pca::{pca, pca_adata, Pca, PcaOptions};
 pub use normalize::{log1p, normalize_total, normalize_total_adata, scale, NormalizeOptions};
 
 

