@@ -208,7 +208,7 @@ pub(crate) fn encoding(a: &HashMap<String, AttrValue>) -> Option<String> {
 
 /// Decodes one field of a compound dataset's raw records.
 pub(crate) fn compound_field(raw: &[u8], rec: usize, off: usize, dt: &Datatype) -> Option<(Values, usize)> {
-    let n = if rec == 0 { 0 } else { raw.len() / rec };
+    let n = raw.len().checked_div(rec).unwrap_or(0);
     let at = |i: usize, k: usize| &raw[i * rec + off + k..];
     match dt {
         Datatype::Array { base_type, dimensions } => {

@@ -9,7 +9,7 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
 use crate::read::{legacy_categories, read_dataframe, to_u32, to_usize, ReadReport};
-use crate::write::{build_anndata, check_level, enc, temp_beside, WriteOptions, MAX_CHUNK_DIM};
+use crate::write::{build_anndata, check_level, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
 
 enum Layout {
     Dense(Dataset),
@@ -351,6 +351,7 @@ impl H5adStreamWriter {
             f.close().map_err(|e| fmt_err(&self.name, "/", format!("cannot close: {e}")))?;
         }
         let tmp = self.tmp.take().expect("temporary path is held until finish");
+        publish_mode(&tmp, &self.name)?;
         tmp.persist(&self.path).map_err(|e| io_err(&self.name, e.error))?;
         Ok(())
     }

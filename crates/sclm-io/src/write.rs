@@ -54,7 +54,21 @@ pub(crate) fn atomic_write(path: &Path, f: impl FnOnce(&mut std::fs::File) -> Re
     f(&mut fh)?;
     fh.sync_all().map_err(|e| io_err(&file, e))?;
     drop(fh);
+    publish_mode(tmp.path(), &file)?;
     tmp.persist(path).map_err(|e| io_err(&file, e.error))?;
+    Ok(())
+}
+
+/// Gives a finished temporary file the usual mode of a new file (`rw-r--r--`): temporary
+/// files are created owner-only.
+pub(crate) fn publish_mode(p: &Path, file: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).map_err(|e| io_err(file, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (p, file);
     Ok(())
 }
 

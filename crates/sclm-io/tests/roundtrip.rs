@@ -55,6 +55,11 @@ fn whole_file_round_trip_plain_and_gzip() {
             write_h5ad(&a, &p, &WriteOptions { compression: gz }).unwrap();
             let b = read_h5ad(&p).unwrap();
             assert_eq!(a, b, "dense={dense} gzip={gz:?}");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+            }
         }
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
