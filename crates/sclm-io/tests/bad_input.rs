@@ -174,3 +174,42 @@ fn count_checks() {
     let empty = AnnData::new(Matrix::Csr(CsrMatrix::zeros(0, 5)));
     one_line(&check_counts(&empty, "empty.h5ad").unwrap_err(), &["empty.h5ad", "empty matrix", "0 cells"]);
 }
+
+#[test]
+fn randomly_damaged_files_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut errors = 0;
+    for f in ["visium_mouse_brain_tiny.h5ad", "10x/3.0.0/filtered_feature_bc_matrix.h5"] {
+        let bytes = std::fs::read(real(f)).unwrap();
+        for k in 0..25 {
+            let mut b = bytes.clone();
+            if k % 3 == 0 {
+                b.truncate((rnd() as usize % b.len()).max(8));
+            } else {
+                for _ in 0..1 + k % 9 {
+                    let p = rnd() as usize % b.len();
+                    b[p] = rnd() as u8;
+                }
+            }
+            let p = dir.path().join(format!("damaged{k}.h5"));
+            std::fs::write(&p, &b).unwrap();
+            let r = std::panic::catch_unwind(|| sclm_io::read_any(&p).map(|_| ()));
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    errors += 1;
+                    one_line(&e, &[&format!("damaged{k}.h5")]);
+                }
+                Err(_) => panic!("a panic escaped while reading a damaged copy of {f} (case {k})"),
+            }
+        }
+    }
+    assert!(errors > 25, "most damaged files should be refused ({errors} of 50 were)");
+}
