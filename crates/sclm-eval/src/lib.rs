@@ -18,3 +18,11 @@ pub mod neighbors;
 
 pub use error::{EvalError, Result};
 pub mod cluster;
+pub mod report;
+
+pub use report::{evaluate_embedding, EvaluateOptions, Metric, MetricsReport};
+pub mod umap;
+pub mod plot;
+
+pub use plot::{scatter_png, ColorBy};
+pub mod protocols;
