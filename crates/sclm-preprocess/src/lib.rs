@@ -27,6 +27,7 @@ pub mod qc;
 mod stats;
 
 
+pub use genes::{make_var_names_unique, match_genes, GeneMatch, GeneMatchOptions, GeneMatchReport, GeneVocab};
 pub use hvg::{highly_variable_genes, HvgFlavor, HvgOptions, HvgResult};
 pub use pca::{pca, pca_adata, Pca, PcaOptions};
 pub use normalize::{log1p, normalize_total, normalize_total_adata, scale, NormalizeOptions};
