@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p sclm-sim --example sim_speed -- [n_cells] [n_genes] [chunk_size]
 //! ```
-//! Defaults: 100000 cells, 20000 genes, chunks of 10000 cells.
+//! Defaults: 100000 cells, 20000 genes, chunks of 10000 cells; other parameters from the
+//! JSON in the `SIM_CONFIG` environment variable (default config otherwise).
 
 use std::time::Instant;
 
@@ -14,7 +15,10 @@ fn main() {
     let n_cells = args.first().copied().unwrap_or(100_000);
     let n_genes = args.get(1).copied().unwrap_or(20_000);
     let chunk = args.get(2).copied().unwrap_or(10_000);
-    let cfg = SimConfig { n_cells, n_genes, ..SimConfig::default() };
+    // SIM_CONFIG may hold JSON overrides (e.g. '{"lib_loc": 9.0}').
+    let base = std::env::var("SIM_CONFIG").unwrap_or_else(|_| "{}".into());
+    let base = SimConfig::from_json(&base).expect("SIM_CONFIG must be a valid config");
+    let cfg = SimConfig { n_cells, n_genes, ..base };
     let t0 = Instant::now();
     let stream = SimStream::new(&cfg).expect("valid config");
     let t_setup = t0.elapsed().as_secs_f64();

@@ -93,6 +93,14 @@ pub struct SimConfig {
     pub n_mito: usize,
     /// Expected fraction of each cell's counts coming from mitochondrial genes. Default 0.04.
     pub mito_fraction: f64,
+    /// Fraction of damaged (low-quality) cells: smaller libraries and a high mitochondrial
+    /// share, flagged in `obs['sim_damaged']`, so that QC filters have something to find.
+    /// Default 0.02.
+    pub damaged_fraction: f64,
+    /// Expected mitochondrial share of a damaged cell's counts. Default 0.3.
+    pub damaged_mito_fraction: f64,
+    /// Library-size multiplier of damaged cells. Default 0.4.
+    pub damaged_lib_factor: f64,
 
     /// Logistic dropout of counts (zero-inflation), off by default as in Splatter.
     pub dropout: Option<DropoutConfig>,
@@ -189,6 +197,9 @@ impl Default for SimConfig {
             bcv_df: 60.0,
             n_mito: 13,
             mito_fraction: 0.04,
+            damaged_fraction: 0.02,
+            damaged_mito_fraction: 0.3,
+            damaged_lib_factor: 0.4,
             dropout: None,
             spatial: None,
             perturbation: None,
@@ -353,6 +364,11 @@ impl SimConfig {
         if !(self.mito_fraction.is_finite() && (0.0..1.0).contains(&self.mito_fraction)) {
             return Err(bad(format!("mito_fraction must be in [0, 1), got {}", self.mito_fraction)));
         }
+        check_prob("damaged_fraction", self.damaged_fraction)?;
+        if !(self.damaged_mito_fraction.is_finite() && (0.0..1.0).contains(&self.damaged_mito_fraction)) {
+            return Err(bad(format!("damaged_mito_fraction must be in [0, 1), got {}", self.damaged_mito_fraction)));
+        }
+        check_positive("damaged_lib_factor", self.damaged_lib_factor)?;
         if let Some(d) = &self.dropout {
             check_finite("dropout.mid", d.mid)?;
             check_finite("dropout.shape", d.shape)?;

@@ -22,6 +22,7 @@
 //!    gene's base mean and its type and batch factors.
 //! 5. **BCV**: counts are gamma–Poisson (negative binomial) with biological coefficient of
 //!    variation `(bcv_common + 1/sqrt(mu)) * sqrt(bcv_df / chi²(bcv_df))`.
+//!    A small fraction of cells are damaged (smaller library, high mitochondrial share).
 //! 6. **Dropout** (optional): logistic in the log expected count.
 //! 7. **Spatial** (optional): 2-D coordinates around per-type niche centres, with mixing.
 //! 8. **Perturbations** (optional): knock-down of chosen genes in a fraction of cells, each
@@ -82,7 +83,7 @@ pub type Result<T, E = SimError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Simulation {
     /// The data: raw integer counts in `X` (CSR, `f32`), `obs` (`cell_type`, `lineage`,
-    /// `batch`, `sim_library_size`, optional `perturbation`), `var` (`base_mean`,
+    /// `batch`, `sim_library_size`, `sim_damaged`, optional `perturbation`), `var` (`base_mean`,
     /// `is_outlier`, `is_de`, `mt`, optional perturbation flags), `obsm['spatial']` when
     /// spatial, and `uns['simulation']` with the config and ground truth.
     pub adata: AnnData,

@@ -48,6 +48,11 @@ pub struct SimStream {
     cell_type: Vec<u16>,
     cell_batch: Vec<u16>,
     lib_size: Vec<f64>,
+    /// Whether each cell is damaged (low quality).
+    damaged: Vec<bool>,
+    /// Per (type, batch) group: multipliers of non-mitochondrial and mitochondrial expected
+    /// counts in a damaged cell (bringing the mitochondrial share to `damaged_mito_fraction`).
+    damaged_mult: Vec<(f64, f64)>,
     /// Perturbation index per cell, −1 for control (empty when perturbations are off).
     cell_pert: Vec<i32>,
     /// Spatial coordinates, row-major n × 2 (empty when spatial is off).
@@ -92,6 +97,7 @@ impl SimStream {
             t: u16,
             b: u16,
             lib: f64,
+            damaged: bool,
             pert: i32,
             xy: [f64; 2],
         }
@@ -104,7 +110,11 @@ impl SimStream {
                 let u = rng.uniform();
                 let t = cum.partition_point(|&x| x <= u).min(cfg.n_types - 1);
                 let z: f64 = StandardNormal.sample(&mut rng);
-                let lib = (cfg.lib_loc + truth.type_lib_shift[t] + cfg.lib_scale * z).exp();
+                let mut lib = (cfg.lib_loc + truth.type_lib_shift[t] + cfg.lib_scale * z).exp();
+                let damaged = rng.uniform() < cfg.damaged_fraction;
+                if damaged {
+                    lib *= cfg.damaged_lib_factor;
+                }
                 let mut pert = -1;
                 if n_pert > 0 && rng.uniform() < pert_fraction {
                     pert = ((rng.uniform() * n_pert as f64) as usize).min(n_pert - 1) as i32;
@@ -122,12 +132,26 @@ impl SimStream {
                         }
                     }
                 }
-                CellDraw { t: t as u16, b: b as u16, lib, pert, xy }
+                CellDraw { t: t as u16, b: b as u16, lib, damaged, pert, xy }
             })
             .collect();
         let cell_type = draws.iter().map(|d| d.t).collect();
         let cell_batch = draws.iter().map(|d| d.b).collect();
         let lib_size = draws.iter().map(|d| d.lib).collect();
+        let damaged = draws.iter().map(|d| d.damaged).collect();
+        let n_real = cfg.n_genes - cfg.n_mito;
+        let damaged_mult = (0..cfg.n_types * cfg.n_batches)
+            .map(|k| {
+                let row = truth.proportions.row(k);
+                let mt: f64 = row[n_real..].iter().sum();
+                if cfg.n_mito == 0 || mt <= 0.0 || mt >= 1.0 {
+                    (1.0, 1.0)
+                } else {
+                    let target = cfg.damaged_mito_fraction;
+                    ((1.0 - target) / (1.0 - mt), target / mt)
+                }
+            })
+            .collect();
         let cell_pert = if n_pert > 0 { draws.iter().map(|d| d.pert).collect() } else { Vec::new() };
         let coords = if cfg.spatial.is_some() { draws.iter().flat_map(|d| d.xy).collect() } else { Vec::new() };
         let pert_effects = match &truth.perturbation {
@@ -164,6 +188,8 @@ impl SimStream {
             cell_type,
             cell_batch,
             lib_size,
+            damaged,
+            damaged_mult,
             cell_pert,
             coords,
             pert_effects,
@@ -206,6 +232,11 @@ impl SimStream {
         &self.lib_size
     }
 
+    /// Whether each cell is damaged (low quality: small library, high mitochondrial share).
+    pub fn damaged(&self) -> &[bool] {
+        &self.damaged
+    }
+
     /// Perturbation index of every cell (into [`crate::PerturbTruth::genes`]), `None` for a
     /// control cell; `None` everywhere when perturbations are off.
     pub fn cell_perturbation(&self, cell: usize) -> Option<usize> {
@@ -223,8 +254,8 @@ impl SimStream {
     }
 
     /// Cell annotations for all cells, computed without drawing counts: `cell_type`,
-    /// `lineage`, `batch` (categoricals), `sim_library_size` (expected library size, float64)
-    /// and, with perturbations, `perturbation` (categorical: `control` or the gene name).
+    /// `lineage`, `batch` (categoricals), `sim_library_size` (expected library size, float64),
+    /// `sim_damaged` (bool: a low-quality cell) and, with perturbations, `perturbation` (categorical: `control` or the gene name).
     pub fn obs(&self) -> DataFrame {
         self.obs_range(0, self.n_cells())
     }
@@ -246,6 +277,7 @@ impl SimStream {
             cat(self.cell_batch[start..end].iter().map(|&b| b as i32).collect(), tr.batch_names.clone()),
         );
         let _ = df.insert("sim_library_size", Column::F64(self.lib_size[start..end].to_vec()));
+        let _ = df.insert("sim_damaged", Column::Bool(self.damaged[start..end].to_vec()));
         if let Some(p) = &tr.perturbation {
             let mut cats = vec![CONTROL.to_string()];
             cats.extend(p.genes.iter().cloned());
@@ -383,6 +415,11 @@ impl SimStream {
         let chi = &self.truth.bcv_factor;
         let nz_bound = &self.nz_bound;
         let lib = self.lib_size[c];
+        // Genes from `n_real` on are mitochondrial; damaged cells shift counts towards them.
+        let n_real = g_n - self.cfg.n_mito;
+        let (mult_real, mult_mt) =
+            if self.damaged[c] { self.damaged_mult[t * nb + b] } else { (1.0, 1.0) };
+        let (lib_real, lib_mt) = (lib * mult_real, lib * mult_mt);
         let common = self.cfg.bcv_common;
         let dropout = self.cfg.dropout.as_ref().map(|d| (d.mid, d.shape));
         let effects: &[(u32, f64)] = match self.cell_perturbation(c) {
@@ -397,7 +434,7 @@ impl SimStream {
         let mut have_spare = false;
         const INV32: f64 = 1.0 / 4_294_967_296.0;
         for g in 0..g_n {
-            let mut mu = lib * share[g];
+            let mut mu = (if g < n_real { lib_real } else { lib_mt }) * share[g];
             if next_eff < effects.len() && effects[next_eff].0 as usize == g {
                 mu *= effects[next_eff].1;
                 next_eff += 1;

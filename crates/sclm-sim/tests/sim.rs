@@ -123,6 +123,7 @@ fn library_sizes_are_log_normal_around_lib_loc() {
         lib_loc: 7.5,
         lib_scale: 0.3,
         type_lib_sd: 0.0,
+        damaged_fraction: 0.0,
         n_batches: 1,
         ..SimConfig::default()
     };
@@ -354,4 +355,33 @@ fn thread_count_does_not_change_the_data() {
     let a = one.install(|| simulate(&cfg).unwrap());
     let b = three.install(|| simulate(&cfg).unwrap());
     assert_eq!(a.adata, b.adata);
+}
+
+#[test]
+fn damaged_cells_have_small_libraries_and_high_mitochondrial_share() {
+    let cfg = SimConfig { n_cells: 1000, n_genes: 300, damaged_fraction: 0.1, ..SimConfig::default() };
+    let sim = simulate(&cfg).unwrap();
+    let x = csr(&sim.adata.x);
+    let damaged = match sim.adata.obs.get("sim_damaged").unwrap() {
+        Column::Bool(v) => v.clone(),
+        _ => panic!(),
+    };
+    let n_damaged = damaged.iter().filter(|&&d| d).count();
+    assert!((60..140).contains(&n_damaged), "{n_damaged}");
+    let mt_start = 300 - 13;
+    let (mut pct, mut tot) = ([0.0f64; 2], [0.0f64; 2]);
+    for (i, &d) in damaged.iter().enumerate() {
+        let (idx, val) = x.row(i);
+        let total: f64 = val.iter().map(|&v| v as f64).sum();
+        let mt: f64 = idx.iter().zip(val).filter(|(j, _)| **j as usize >= mt_start).map(|(_, &v)| v as f64).sum();
+        let k = usize::from(d);
+        pct[k] += mt / total;
+        tot[k] += total.ln();
+    }
+    let n = [(1000 - n_damaged) as f64, n_damaged as f64];
+    let (pct_ok, pct_bad) = (pct[0] / n[0], pct[1] / n[1]);
+    assert!(pct_ok < 0.07 && pct_bad > 0.2, "mito share: healthy {pct_ok}, damaged {pct_bad}");
+    // Library factor 0.4: log totals differ by about ln(0.4) = -0.92.
+    let diff = tot[1] / n[1] - tot[0] / n[0];
+    assert!((-1.2..-0.6).contains(&diff), "log library difference {diff}");
 }
