@@ -269,7 +269,7 @@ pub fn match_genes(dataset_genes: &[String], vocab: &[String], opts: &GeneMatchO
     }
     let mut used = vec![false; dataset_genes.len()];
     let mut out: Vec<Option<(usize, MatchKind)>> = vec![None; vocab.len()];
-    let mut take = |out: &mut Vec<Option<(usize, MatchKind)>>, v: usize, c: Option<usize>, kind: MatchKind, used: &mut Vec<bool>| -> bool {
+    let take = |out: &mut Vec<Option<(usize, MatchKind)>>, v: usize, c: Option<usize>, kind: MatchKind, used: &mut Vec<bool>| -> bool {
         match c {
             Some(c) if !used[c] => {
                 used[c] = true;

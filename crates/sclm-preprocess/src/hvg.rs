@@ -46,8 +46,8 @@ pub struct HvgOptions {
     pub max_mean: f64,
     /// `seurat` cutoff: minimum normalised dispersion (default 0.5).
     pub min_disp: f64,
-    /// `seurat` cutoff: maximum normalised dispersion (default +∞).
-    pub max_disp: f64,
+    /// `seurat` cutoff: maximum normalised dispersion (default `None` = no bound, scanpy's +∞).
+    pub max_disp: Option<f64>,
     /// `seurat`: number of mean bins (default 20).
     pub n_bins: usize,
     /// `seurat_v3`: LOESS span (default 0.3).
@@ -68,7 +68,7 @@ impl Default for HvgOptions {
             min_mean: 0.0125,
             max_mean: 3.0,
             min_disp: 0.5,
-            max_disp: f64::INFINITY,
+            max_disp: None,
             n_bins: 20,
             span: 0.3,
             batch_key: None,
@@ -331,7 +331,7 @@ fn seurat_select(means: &[f64], norm: &[f64], opts: &HvgOptions) -> Vec<bool> {
             .zip(norm)
             .map(|(&m, &d)| {
                 let d = if d.is_nan() { 0.0 } else { d };
-                m > opts.min_mean && m < opts.max_mean && d > opts.min_disp && d < opts.max_disp
+                m > opts.min_mean && m < opts.max_mean && d > opts.min_disp && opts.max_disp.is_none_or(|mx| d < mx)
             })
             .collect(),
     }

@@ -33,6 +33,7 @@ pub use pca::{pca, pca_adata, Pca, PcaOptions};
 pub use normalize::{log1p, normalize_total, normalize_total_adata, scale, NormalizeOptions};
 
 
+pub use pipeline::{parse_steps, run, steps_to_string, Step, StepReport};
 pub use qc::{calculate_qc_metrics, filter_cells, filter_genes, CellFilter, GeneFilter, QcMetrics, QcOptions};
 
 use sclm_data::DataError;
