@@ -31,6 +31,9 @@ pub struct ReadReport {
     pub skipped: Vec<String>,
     /// Gene names that occurred more than once; they were made unique as anndata does (`A`, `A-1`, ...).
     pub duplicate_var_names: Vec<String>,
+    /// Elements read with a change of type, each as `key (what changed)`, e.g. a nullable
+    /// integer column with missing values read as float64 with NaN.
+    pub converted: Vec<String>,
 }
 
 /// Reads an `.h5ad` file whole (see [`read_h5ad_with_report`] to learn what was skipped).
@@ -270,6 +273,17 @@ fn values_to_column(v: Values) -> Column {
     }
 }
 
+fn vals_len(v: &Values) -> usize {
+    match v {
+        Values::F32(x) => x.len(),
+        Values::F64(x) => x.len(),
+        Values::I32(x) => x.len(),
+        Values::I64(x) => x.len(),
+        Values::Bool(x) => x.len(),
+        Values::Str(x) => x.len(),
+    }
+}
+
 fn codes_of(v: Values) -> Option<Vec<i32>> {
     match v {
         Values::I32(x) => Some(x),
@@ -390,19 +404,32 @@ pub(crate) fn read_dataframe(
                                 let col = categorical(h, &ck, codes, cats, ordered)?;
                                 df.columns.push((c, col));
                             }
-                            Some("nullable-integer") | Some("nullable-boolean") => {
+                            Some(e @ ("nullable-integer" | "nullable-boolean" | "nullable-string-array")) => {
                                 let vals = h.read_values(&format!("{ck}/values"))?;
                                 let mask = match h.read_values(&format!("{ck}/mask"))? {
                                     Values::Bool(m) => m,
                                     _ => return Err(h.err(&format!("{ck}/mask"), "mask is not boolean")),
                                 };
+                                if mask.len() != vals_len(&vals) {
+                                    return Err(h.err(&ck, "mask and values differ in length"));
+                                }
+                                let col = values_to_column(vals);
                                 if !mask.iter().any(|&m| m) {
-                                    df.columns.push((c, values_to_column(vals)));
-                                } else if let Some(f) = values_to_column(vals).to_f64() {
+                                    df.columns.push((c, col));
+                                } else if let Column::Str(mut v) = col {
+                                    for (x, &m) in v.iter_mut().zip(&mask) {
+                                        if m {
+                                            x.clear();
+                                        }
+                                    }
+                                    rep.converted.push(format!("{ck} ({e} with missing values: missing became empty strings)"));
+                                    df.columns.push((c, Column::Str(v)));
+                                } else if let Some(f) = col.to_f64() {
                                     let f = f.into_iter().zip(&mask).map(|(v, &m)| if m { f64::NAN } else { v }).collect();
+                                    rep.converted.push(format!("{ck} ({e} with missing values: read as float64 with NaN)"));
                                     df.columns.push((c, Column::F64(f)));
                                 } else {
-                                    rep.skipped.push(format!("{ck} (nullable column with missing values)"));
+                                    rep.skipped.push(format!("{ck} ({e} of unsupported element type)"));
                                 }
                             }
                             Some(other) => rep.skipped.push(format!("{ck} (unsupported encoding-type '{other}')")),

@@ -213,3 +213,41 @@ fn randomly_damaged_files_give_errors_not_panics() {
     }
     assert!(errors > 25, "most damaged files should be refused ({errors} of 50 were)");
 }
+
+#[test]
+fn nullable_columns_are_read_and_reported() {
+    use hdf5_pure::{make_i8_type, EnumTypeBuilder};
+    let bt = || EnumTypeBuilder::with_base(make_i8_type()).raw_value("FALSE", &[0]).raw_value("TRUE", &[1]).build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = FileBuilder::new();
+    enc(&mut b, "anndata");
+    csr_x(&mut b, "csr_matrix", [3, 1], &[0]);
+    df(&mut b, "var", &["g"]);
+    let mut g = b.create_group("obs");
+    g.set_attr("encoding-type", AttrValue::VarLenString("dataframe".into()));
+    g.set_attr("_index", AttrValue::VarLenString("_index".into()));
+    g.set_attr("column-order", AttrValue::VarLenStringArray(vec!["ni".into(), "full".into(), "ns".into()]));
+    g.create_dataset("_index").with_vlen_strings(&["a", "b", "c"]);
+    for (name, kind, mask) in [("ni", "nullable-integer", [0u8, 1, 0]), ("full", "nullable-integer", [0, 0, 0]), ("ns", "nullable-string-array", [1, 0, 0])] {
+        let mut c = g.create_group(name);
+        c.set_attr("encoding-type", AttrValue::VarLenString(kind.into()));
+        if kind == "nullable-integer" {
+            c.create_dataset("values").with_i64_data(&[5, 0, 7]);
+        } else {
+            c.create_dataset("values").with_vlen_strings(&["x", "y", "z"]);
+        }
+        c.create_dataset("mask").with_raw_data(bt(), mask.to_vec(), 3);
+        g.add_group(c.finish());
+    }
+    b.add_group(g.finish());
+    let p = write(dir.path(), "nullable.h5ad", b);
+    let (a, rep) = sclm_io::read_h5ad_with_report(&p, &Default::default()).unwrap();
+    match a.obs.get("ni") {
+        Some(Column::F64(v)) => assert!(v[0] == 5.0 && v[1].is_nan() && v[2] == 7.0, "{v:?}"),
+        other => panic!("ni: {other:?}"),
+    }
+    assert_eq!(a.obs.get("full"), Some(&Column::I64(vec![5, 0, 7])));
+    assert_eq!(a.obs.get("ns"), Some(&Column::Str(vec!["".into(), "y".into(), "z".into()])));
+    assert_eq!(rep.converted.len(), 2, "{:?}", rep.converted);
+    assert!(rep.converted[0].starts_with("obs/ni"));
+}
