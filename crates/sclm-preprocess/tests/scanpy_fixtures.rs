@@ -275,3 +275,16 @@ fn pca_matches_scanpy_sparse_and_dense() {
     let p = sclm_preprocess::pca(&Matrix::Dense(scaled), 10, 0, &opts).unwrap();
     compare_pca("pca (dense, scaled)", &p, &fx["pca_dense"]);
 }
+
+#[test]
+fn normalize_excluding_highly_expressed_matches_scanpy() {
+    let fx = fixture();
+    let ad = filtered(&fx);
+    let mut x = ad.x.clone();
+    normalize_total(&mut x, &NormalizeOptions { target_sum: None, exclude_highly_expressed: Some(0.05) }).unwrap();
+    let Matrix::Csr(c) = &x else { panic!("stays sparse") };
+    let sums: Vec<f64> = (0..c.nrows).map(|i| c.row(i).1.iter().map(|&v| v as f64).sum()).collect();
+    let e = max_rel(&sums, &f64s(&fx["normalize_exclude_0.05"]["row_sums"]), 1e-6);
+    eprintln!("normalize_total(exclude_highly_expressed, 0.05): row sums max rel err {e:.2e}");
+    assert!(e < 1e-5, "{e}");
+}
