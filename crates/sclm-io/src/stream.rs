@@ -9,7 +9,7 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
 use crate::read::{legacy_categories, read_dataframe, to_u32, to_usize, ReadReport};
-use crate::write::{build_anndata, check_level, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
+use crate::write::{build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
 
 enum Layout {
     Dense(Dataset),
@@ -246,6 +246,7 @@ impl H5adStreamWriter {
         let path = path.as_ref();
         let name = fname(path);
         template.validate().map_err(|e| data_err(&name, "AnnData", e))?;
+        check_storable(template, &name)?;
         check_level(&name, opts)?;
         let (n_obs, n_vars) = template.x.shape();
         if n_vars > i32::MAX as usize {
@@ -255,7 +256,7 @@ impl H5adStreamWriter {
         let n2 = name.clone();
         let file = guard(&name, || {
             let mut b = FileBuilder::new();
-            build_anndata(&mut b, template, opts, &n2, false)?;
+            build_anndata(&mut b, template, opts, false);
             let mut g = b.create_group("X");
             enc(&mut g, "csr_matrix", "0.1.0");
             g.set_attr("shape", AttrValue::I64Array(vec![n_obs as i64, n_vars as i64]));

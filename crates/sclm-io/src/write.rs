@@ -24,10 +24,11 @@ pub fn write_h5ad(adata: &AnnData, path: impl AsRef<Path>, opts: &WriteOptions) 
     let path = path.as_ref();
     let file = fname(path);
     adata.validate().map_err(|e| data_err(&file, "AnnData", e))?;
+    check_storable(adata, &file)?;
     check_level(&file, opts)?;
     let b = guard(&file, || {
         let mut b = FileBuilder::new();
-        build_anndata(&mut b, adata, opts, &file, true)?;
+        build_anndata(&mut b, adata, opts, true);
         Ok(b)
     })?;
     atomic_write(path, |w| {
@@ -35,6 +36,67 @@ pub fn write_h5ad(adata: &AnnData, path: impl AsRef<Path>, opts: &WriteOptions) 
         b.finish_to(&mut bw).map_err(|e| fmt_err(&file, "/", format!("cannot encode HDF5: {e}")))?;
         bw.flush().map_err(|e| io_err(&file, e))
     })
+}
+
+/// Refuses names HDF5 cannot store and categoricals pandas cannot load, naming the key.
+pub(crate) fn check_storable(a: &AnnData, file: &str) -> Result<()> {
+    fn name_ok(file: &str, key: &str, n: &str) -> Result<()> {
+        if n.is_empty() || n.contains('/') || n == "." {
+            return Err(fmt_err(file, &format!("{key}/{n}"), "name cannot be stored in .h5ad (empty, '.' or containing '/')"));
+        }
+        Ok(())
+    }
+    fn frame(file: &str, key: &str, df: &DataFrame) -> Result<()> {
+        for (n, c) in &df.columns {
+            name_ok(file, key, n)?;
+            if n == "_index" {
+                return Err(fmt_err(file, &format!("{key}/{n}"), "'_index' is reserved for the index"));
+            }
+            if let Column::Categorical { codes, categories, .. } = c {
+                if let Some(&x) = codes.iter().find(|&&x| x < -1 || x >= categories.len() as i32) {
+                    return Err(fmt_err(file, &format!("{key}/{n}"), format!("category code {x} out of range ({} categories)", categories.len())));
+                }
+                let mut s: Vec<&String> = categories.iter().collect();
+                s.sort();
+                if let Some(w) = s.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(fmt_err(file, &format!("{key}/{n}"), format!("category '{}' appears twice", w[0])));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn value(file: &str, key: &str, v: &Value) -> Result<()> {
+        match v {
+            Value::Map(m) => {
+                for (k, x) in m {
+                    name_ok(file, key, k)?;
+                    value(file, &format!("{key}/{k}"), x)?;
+                }
+                Ok(())
+            }
+            Value::F64Array { shape, data } if shape.iter().product::<usize>() != data.len() => {
+                Err(fmt_err(file, key, format!("shape {shape:?} does not match {} values", data.len())))
+            }
+            Value::I64Array { shape, data } if shape.iter().product::<usize>() != data.len() => {
+                Err(fmt_err(file, key, format!("shape {shape:?} does not match {} values", data.len())))
+            }
+            _ => Ok(()),
+        }
+    }
+    frame(file, "obs", &a.obs)?;
+    frame(file, "var", &a.var)?;
+    for (key, names) in [("obsm", a.obsm.keys().collect::<Vec<_>>()), ("varm", a.varm.keys().collect()), ("layers", a.layers.keys().collect())] {
+        for n in names {
+            name_ok(file, key, n)?;
+        }
+    }
+    if let Some(r) = &a.raw {
+        frame(file, "raw/var", &r.var)?;
+        for n in r.varm.keys() {
+            name_ok(file, "raw/varm", n)?;
+        }
+    }
+    value(file, "uns", &Value::Map(a.uns.clone()))
 }
 
 pub(crate) fn check_level(file: &str, opts: &WriteOptions) -> Result<()> {
@@ -171,13 +233,13 @@ pub(crate) fn string_array(n: &mut dyn Node, name: &str, v: &[String], opts: &Wr
 }
 
 /// Adds every part of `a` to `b`; `X` only when `with_x`.
-pub(crate) fn build_anndata(b: &mut FileBuilder, a: &AnnData, opts: &WriteOptions, file: &str, with_x: bool) -> Result<()> {
+pub(crate) fn build_anndata(b: &mut FileBuilder, a: &AnnData, opts: &WriteOptions, with_x: bool) {
     enc(b, "anndata", "0.1.0");
     if with_x {
         write_matrix(b, "X", &a.x, opts);
     }
-    write_dataframe(b, "obs", &a.obs, opts, file)?;
-    write_dataframe(b, "var", &a.var, opts, file)?;
+    write_dataframe(b, "obs", &a.obs, opts);
+    write_dataframe(b, "var", &a.var, opts);
     write_arrays(b, "obsm", &a.obsm, opts);
     write_arrays(b, "varm", &a.varm, opts);
     let mut g = b.sub("layers");
@@ -201,11 +263,10 @@ pub(crate) fn build_anndata(b: &mut FileBuilder, a: &AnnData, opts: &WriteOption
         let mut g = b.sub("raw");
         enc(&mut g, "raw", "0.1.0");
         write_matrix(&mut g, "X", &raw.x, opts);
-        write_dataframe(&mut g, "var", &raw.var, opts, file)?;
+        write_dataframe(&mut g, "var", &raw.var, opts);
         write_arrays(&mut g, "varm", &raw.varm, opts);
         b.add(g.finish());
     }
-    Ok(())
 }
 
 /// Writes a matrix: dense `array` or `csr_matrix` group.
@@ -250,23 +311,17 @@ fn write_csr(n: &mut dyn Node, name: &str, c: &CsrMatrix, opts: &WriteOptions) {
 }
 
 /// Writes a dataframe group (`dataframe` 0.2.0).
-pub(crate) fn write_dataframe(n: &mut dyn Node, name: &str, df: &DataFrame, opts: &WriteOptions, file: &str) -> Result<()> {
+pub(crate) fn write_dataframe(n: &mut dyn Node, name: &str, df: &DataFrame, opts: &WriteOptions) {
     let mut g = n.sub(name);
     enc(&mut g, "dataframe", "0.2.0");
     g.set_attr("_index", AttrValue::VarLenString("_index".into()));
     let names: Vec<String> = df.columns.iter().map(|(c, _)| c.clone()).collect();
-    for c in &names {
-        if c == "_index" || c.contains('/') || c.is_empty() {
-            return Err(fmt_err(file, &format!("{name}/{c}"), "column name cannot be stored in .h5ad ('_index', empty or containing '/')"));
-        }
-    }
     g.set_attr("column-order", AttrValue::VarLenStringArray(names));
     string_array(&mut g, "_index", &df.index, opts);
     for (c, col) in &df.columns {
         write_column(&mut g, c, col, opts);
     }
     n.add(g.finish());
-    Ok(())
 }
 
 fn write_column(g: &mut GroupBuilder, name: &str, col: &Column, opts: &WriteOptions) {

@@ -148,6 +148,17 @@ fn failed_writes_leave_nothing_behind() {
     a.obs.columns.push(("a/b".into(), Column::Bool(vec![true, false])));
     one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad", "obs/a/b"]);
     a.obs.columns.clear();
+    a.obs.columns.push(("ct".into(), Column::Categorical { codes: vec![0, 3], categories: vec!["x".into(), "y".into()], ordered: false }));
+    one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: obs/ct:", "code 3"]);
+    a.obs.columns[0].1 = Column::Categorical { codes: vec![0, 1], categories: vec!["x".into(), "x".into()], ordered: false };
+    one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: obs/ct:", "'x' appears twice"]);
+    a.obs.columns.clear();
+    a.uns.insert("bad/key".into(), sclm_data::Value::I64(1));
+    one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: uns/bad/key:"]);
+    a.uns.clear();
+    a.uns.insert("arr".into(), sclm_data::Value::F64Array { shape: vec![2, 2], data: vec![1.0] });
+    one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: uns/arr:", "shape"]);
+    a.uns.clear();
     one_line(&write_h5ad(&a, &p, &WriteOptions { compression: Some(12) }).unwrap_err(), &["out.h5ad", "gzip level 12"]);
     assert_eq!(std::fs::read(&p).unwrap(), b"previous content", "an existing file must stay untouched");
     let names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
