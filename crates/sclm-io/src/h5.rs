@@ -128,6 +128,43 @@ impl H5 {
         d.read_i64().map_err(|e| self.err(path, format!("cannot read: {e}")))
     }
 
+    /// Reads column indices as `u32`, without widening 32-bit storage to 64 bits first.
+    /// `rows` restricts the read to elements `[start, start + count)`.
+    pub fn read_indices(&self, path: &str, rows: Option<(u64, u64)>) -> Result<Vec<u32>> {
+        let d = self.dataset(path)?;
+        self.read_indices_of(path, &d, rows)
+    }
+
+    /// [`read_indices`](Self::read_indices) on an open dataset.
+    pub fn read_indices_of(&self, path: &str, d: &Dataset, rows: Option<(u64, u64)>) -> Result<Vec<u32>> {
+        check_numeric(self, path, d)?;
+        let e = |e: hdf5_pure::Error| self.err(path, format!("cannot read: {e}"));
+        let bad = |x: i64| self.err(path, format!("index {x} out of range"));
+        match d.dtype().map_err(|x| self.err(path, x))? {
+            DType::I8 | DType::I16 | DType::I32 | DType::U8 | DType::U16 => {
+                let v = match rows {
+                    Some((s, n)) => d.read_i32_rows(s, n).map_err(e)?,
+                    None => d.read_i32().map_err(e)?,
+                };
+                if let Some(&x) = v.iter().find(|&&x| x < 0) {
+                    return Err(bad(x as i64));
+                }
+                Ok(v.into_iter().map(|x| x as u32).collect())
+            }
+            DType::U32 => match rows {
+                Some((s, n)) => d.read_u32_rows(s, n).map_err(e),
+                None => d.read_u32().map_err(e),
+            },
+            _ => {
+                let v = match rows {
+                    Some((s, n)) => d.read_i64_rows(s, n).map_err(e)?,
+                    None => d.read_i64().map_err(e)?,
+                };
+                v.into_iter().map(|x| u32::try_from(x).map_err(|_| bad(x))).collect()
+            }
+        }
+    }
+
     /// Reads a string dataset (fixed or variable length).
     pub fn read_strings(&self, path: &str) -> Result<Vec<String>> {
         let d = self.dataset(path)?;

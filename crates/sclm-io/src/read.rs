@@ -245,7 +245,7 @@ pub(crate) fn read_compressed(h: &H5, key: &str, fmt: &str, shape: (usize, usize
     };
     let data = h.read_f32(&format!("{key}/data"))?;
     let indptr = to_usize(h, &format!("{key}/indptr"), h.read_i64(&format!("{key}/indptr"))?)?;
-    let indices = to_u32(h, &format!("{key}/indices"), h.read_i64(&format!("{key}/indices"))?)?;
+    let indices = h.read_indices(&format!("{key}/indices"), None)?;
     let m = CsrMatrix::new(major, minor, indptr, indices, data).map_err(|e| data_err(&h.name, key, e))?;
     Ok(if fmt == "csc" { m.transpose() } else { m })
 }
@@ -253,12 +253,6 @@ pub(crate) fn read_compressed(h: &H5, key: &str, fmt: &str, shape: (usize, usize
 pub(crate) fn to_usize(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<usize>> {
     v.into_iter()
         .map(|x| usize::try_from(x).map_err(|_| h.err(key, format!("negative offset {x}"))))
-        .collect()
-}
-
-pub(crate) fn to_u32(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<u32>> {
-    v.into_iter()
-        .map(|x| u32::try_from(x).map_err(|_| h.err(key, format!("index {x} out of range"))))
         .collect()
 }
 
@@ -398,7 +392,10 @@ pub(crate) fn read_dataframe(
                                     .ok_or_else(|| h.err(&format!("{ck}/codes"), "codes are not integers"))?;
                                 let cats = match h.read_values(&format!("{ck}/categories"))? {
                                     Values::Str(s) => s,
-                                    other => values_to_column(other).to_labels(),
+                                    other => {
+                                        rep.converted.push(format!("{ck} (non-string categories read as strings)"));
+                                        values_to_column(other).to_labels()
+                                    }
                                 };
                                 let ordered = attr_bool(&ca, "ordered").unwrap_or(false);
                                 let col = categorical(h, &ck, codes, cats, ordered)?;

@@ -8,7 +8,7 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
 
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
-use crate::read::{legacy_categories, read_dataframe, to_u32, to_usize, ReadReport};
+use crate::read::{legacy_categories, read_dataframe, to_usize, ReadReport};
 use crate::write::{build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
 
 enum Layout {
@@ -184,8 +184,7 @@ impl H5adRowReader {
                 } else {
                     let n = (e - s) as u64;
                     let v = data.read_f32_rows(s as u64, n).map_err(|x| h.err("X/data", format!("cannot read values {s}..{e}: {x}")))?;
-                    let i = indices.read_i64_rows(s as u64, n).map_err(|x| h.err("X/indices", format!("cannot read values {s}..{e}: {x}")))?;
-                    (v, to_u32(h, "X/indices", i)?)
+                    (v, h.read_indices_of("X/indices", indices, Some((s as u64, n)))?)
                 };
                 if vals.len() != e - s || idx.len() != e - s {
                     return Err(h.err("X", format!("short read of rows {a}..{b}")));

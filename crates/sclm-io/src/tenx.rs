@@ -7,7 +7,7 @@ use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Matrix};
 
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{Node, H5};
-use crate::read::{to_u32, to_usize, ReadReport};
+use crate::read::{to_usize, ReadReport};
 
 fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let f = std::fs::File::open(path).map_err(|e| io_err(&fname(path), e))?;
@@ -248,7 +248,7 @@ pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData
         _ => return Err(h.err(&format!("{g}/shape"), format!("expected 2 non-negative values, found {shape:?}"))),
     };
     let data = h.read_f32(&format!("{g}/data"))?;
-    let indices = to_u32(h, &format!("{g}/indices"), h.read_i64(&format!("{g}/indices"))?)?;
+    let indices = h.read_indices(&format!("{g}/indices"), None)?;
     let indptr = to_usize(h, &format!("{g}/indptr"), h.read_i64(&format!("{g}/indptr"))?)?;
     // Stored genes x cells, compressed by column (cell): the same arrays are cells x genes CSR.
     let x = CsrMatrix::new(ncells, ngenes, indptr, indices, data).map_err(|e| data_err(&h.name, &g, e))?;
