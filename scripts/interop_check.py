@@ -301,6 +301,20 @@ def main():
 
             check(f"row reader {os.path.basename(src)}", rows)
 
+    def large():
+        # Large enough (> 4M stored values) for the Rust writer's chunked streaming path.
+        rng = np.random.default_rng(3)
+        x = sp.random(1500, 3000, density=0.95, format="csr", dtype=np.float32, random_state=rng)
+        a = ad.AnnData(X=x)
+        a.obs["g"] = pd.Categorical(rng.choice(["u", "v"], 1500))
+        src = os.path.join(tmp, "py_large.h5ad")
+        out = os.path.join(tmp, "rs_large.h5ad")
+        a.write_h5ad(src)
+        rust("roundtrip", src, out)
+        cmp_adata(ad.read_h5ad(src), ad.read_h5ad(out))
+
+    check("roundtrip of a large sparse X (streamed by write_h5ad)", large)
+
     for dense_x in (False, True):
         for gz in (None, "6"):
             out = os.path.join(tmp, f"rs_synth_{'dense' if dense_x else 'sparse'}_{gz or 'plain'}.h5ad")

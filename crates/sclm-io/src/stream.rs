@@ -246,6 +246,12 @@ impl H5adStreamWriter {
         let name = fname(path);
         template.validate().map_err(|e| data_err(&name, "AnnData", e))?;
         check_storable(template, &name)?;
+        Self::create_unchecked(path, template, opts)
+    }
+
+    /// [`create`](Self::create) for a template already validated; its `X` gives only the shape.
+    pub(crate) fn create_unchecked(path: &Path, template: &AnnData, opts: &WriteOptions) -> Result<Self> {
+        let name = fname(path);
         check_level(&name, opts)?;
         let (n_obs, n_vars) = template.x.shape();
         if n_vars > i32::MAX as usize {
@@ -313,13 +319,19 @@ impl H5adStreamWriter {
         }
         let base = *self.indptr.last().unwrap_or(&0);
         self.indptr.extend(rows.indptr[1..].iter().map(|&p| base + p as i64));
-        self.buf_data.extend_from_slice(&rows.data);
-        self.buf_idx.extend(rows.indices.iter().map(|&c| c as i32));
-        self.rows += rows.nrows;
-        if self.buf_data.len() >= FLUSH {
-            let whole = self.buf_data.len() / CHUNK * CHUNK;
-            self.flush(whole)?;
+        // Buffer in bounded pieces so that one large append does not double its memory.
+        let mut off = 0;
+        while off < rows.data.len() {
+            let take = FLUSH.saturating_sub(self.buf_data.len()).max(CHUNK).min(rows.data.len() - off);
+            self.buf_data.extend_from_slice(&rows.data[off..off + take]);
+            self.buf_idx.extend(rows.indices[off..off + take].iter().map(|&c| c as i32));
+            off += take;
+            if self.buf_data.len() >= FLUSH {
+                let whole = self.buf_data.len() / CHUNK * CHUNK;
+                self.flush(whole)?;
+            }
         }
+        self.rows += rows.nrows;
         Ok(())
     }
 

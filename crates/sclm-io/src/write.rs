@@ -8,6 +8,9 @@ use sclm_data::{AnnData, Array2, Column, CsrMatrix, DataFrame, Matrix, Value};
 
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 
+/// Sparse `X` with at least this many stored values is written through the streaming path.
+const STREAM_NNZ: usize = 1 << 22;
+
 /// How `.h5ad` files are written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -26,6 +29,15 @@ pub fn write_h5ad(adata: &AnnData, path: impl AsRef<Path>, opts: &WriteOptions) 
     adata.validate().map_err(|e| data_err(&file, "AnnData", e))?;
     check_storable(adata, &file)?;
     check_level(&file, opts)?;
+    if let Matrix::Csr(x) = &adata.x {
+        if x.nnz() >= STREAM_NNZ && x.ncols <= i32::MAX as usize {
+            // Large sparse X: append it to chunked datasets rather than copying it into the
+            // in-memory file image (less memory, faster).
+            let mut w = crate::stream::H5adStreamWriter::create_unchecked(path, adata, opts)?;
+            w.append(x)?;
+            return w.finish();
+        }
+    }
     let b = guard(&file, || {
         let mut b = FileBuilder::new();
         build_anndata(&mut b, adata, opts, true);

@@ -125,3 +125,28 @@ fn streaming_writer_is_atomic() {
     assert!(e.contains("9 rows appended, 10 announced"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file may be left behind");
 }
+
+#[test]
+fn large_sparse_x_goes_through_the_streaming_path() {
+    // Above the size where write_h5ad appends X to chunked datasets instead of building it in memory.
+    let (n, g) = (1100usize, 4000usize);
+    let mut indptr = vec![0usize];
+    let mut indices = Vec::new();
+    let mut data = Vec::new();
+    for i in 0..n {
+        for j in (i % 2..g).step_by(1) {
+            indices.push(j as u32);
+            data.push(((i * 31 + j) % 97) as f32 + 0.5);
+        }
+        indptr.push(indices.len());
+    }
+    let x = CsrMatrix::new(n, g, indptr, indices, data).unwrap();
+    assert!(x.nnz() >= 1 << 22);
+    let mut a = AnnData::new(Matrix::Csr(x));
+    a.obs.insert("k", Column::I64((0..n as i64).collect())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.h5ad");
+    write_h5ad(&a, &p, &WriteOptions::default()).unwrap();
+    assert_eq!(read_h5ad(&p).unwrap(), a);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
