@@ -36,6 +36,30 @@ pub struct ReadReport {
     pub converted: Vec<String>,
 }
 
+impl ReadReport {
+    /// True when nothing was skipped, renamed or converted.
+    pub fn is_clean(&self) -> bool {
+        self.skipped.is_empty() && self.duplicate_var_names.is_empty() && self.converted.is_empty()
+    }
+
+    /// One human-readable warning line per issue, for a command-line tool to print.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.skipped.iter().map(|s| format!("not read: {s}")).collect();
+        out.extend(self.converted.iter().map(|s| format!("converted: {s}")));
+        if !self.duplicate_var_names.is_empty() {
+            let shown: Vec<&str> = self.duplicate_var_names.iter().take(5).map(|s| s.as_str()).collect();
+            let more = self.duplicate_var_names.len().saturating_sub(shown.len());
+            out.push(format!(
+                "{} gene name(s) occur more than once and were made unique (A, A-1, ...): {}{}",
+                self.duplicate_var_names.len(),
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ));
+        }
+        out
+    }
+}
+
 /// Reads an `.h5ad` file whole (see [`read_h5ad_with_report`] to learn what was skipped).
 pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
     read_h5ad_with_report(path, &ReadOptions::default()).map(|(a, _)| a)

@@ -136,6 +136,7 @@ fn current_layout_visium_with_obsm_and_uns() {
     assert!(matches!(&imgs["hires"], sclm_data::Value::F64Array { shape, .. } if shape == &[100, 100, 3]));
     assert!(rep.skipped.iter().any(|s| s.starts_with("obsp/connectivities")), "{:?}", rep.skipped);
     assert!(rep.skipped.iter().any(|s| s.starts_with("obsp/distances")), "{:?}", rep.skipped);
+    assert!(rep.warnings().iter().any(|w| w.starts_with("not read: obsp/distances")));
 }
 
 #[test]
@@ -150,6 +151,8 @@ fn current_layout_counts_and_duplicate_genes() {
     assert_eq!(&a.var.index[..3], ["Xkr4", "Gm1992", "Gm37381"]);
     assert!(matches!(a.var.get("gene_ids"), Some(Column::Str(v)) if v[0] == "ENSMUSG00000051951"));
     assert_eq!(rep.duplicate_var_names, ["Rp1"]);
+    assert!(!rep.is_clean());
+    assert_eq!(rep.warnings(), ["1 gene name(s) occur more than once and were made unique (A, A-1, ...): Rp1"]);
     assert!(a.var.index.iter().any(|g| g == "Rp1-1"));
     let mut u = a.var.index.clone();
     u.sort();
