@@ -1,0 +1,465 @@
+//! Training: the loss seam ([`LossOutput`], [`Trainable`]), AdamW with parameter groups,
+//! schedules, gradient clipping and accumulation, early stopping, checkpoints with exact
+//! resume, a JSONL run log, progress callbacks, and divide-and-conquer contrastive learning.
+//!
+//! Reproducibility: one seed drives everything. Before optimiser step `s` the backend
+//! generator of the model's device is seeded with a hash of `(seed, s)` (dropout, Gumbel noise)
+//! and the batch order of epoch `e` comes from a host generator seeded with `(seed, e)`, so the
+//! random state at any step is a pure function of the seed and the step: a resumed run
+//! continues exactly where an uninterrupted one would be.
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::NnError;
+
+pub mod checkpoint;
+pub mod dac;
+pub mod optim;
+pub mod schedule;
+
+pub use checkpoint::{load_model, save_model, LoadReport};
+pub use optim::{GroupedAdamW, OptimizerConfig, ParamGroupConfig};
+pub use schedule::{DecayKind, ReduceOnPlateau, ReduceOnPlateauConfig, ScheduleConfig};
+
+/// What a model returns for one batch: the scalar to minimise and named terms for logging.
+#[derive(Debug, Clone)]
+pub struct LossOutput {
+    /// The total loss, `[1]`.
+    pub total: Tensor<1>,
+    /// Named components (already weighted as they enter `total`, or diagnostics).
+    pub terms: Vec<(String, f64)>,
+}
+
+impl LossOutput {
+    /// A loss without named terms.
+    pub fn new(total: Tensor<1>) -> Self {
+        Self { total, terms: Vec::new() }
+    }
+
+    /// Adds a named term.
+    pub fn with_term(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.terms.push((name.into(), value));
+        self
+    }
+}
+
+/// A model that can be trained by [`Trainer`].
+pub trait Trainable: Module + Sized {
+    /// One (micro-)batch of input.
+    type Batch;
+
+    /// The loss of a batch. Called on the training module (autodiff device, dropout on) and on
+    /// its [`valid`](Module::valid) copy for validation.
+    fn loss(&self, batch: &Self::Batch) -> LossOutput;
+}
+
+/// Report of one optimiser step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Global optimiser step (0-based) just taken.
+    pub step: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean total loss over the accumulated micro-batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Mean named terms.
+    pub terms: Vec<(String, f64)>,
+}
+
+/// Report of one epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation metric (mean validation loss unless a metric function is given).
+    pub valid_metric: Option<f64>,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Whether this epoch is the best so far.
+    pub is_best: bool,
+}
+
+/// Progress callbacks (the library never prints; a CLI can draw a bar from these).
+pub trait Progress {
+    /// After each optimiser step; `batch`/`n_batches` count micro-batches in the epoch.
+    fn on_step(&mut self, _batch: usize, _n_batches: usize, _report: &StepReport) {}
+    /// After each epoch.
+    fn on_epoch(&mut self, _report: &EpochReport) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// JSONL metric log: one JSON object per line (`{"event": "step", ...}`).
+pub struct RunLog {
+    path: PathBuf,
+    out: BufWriter<fs::File>,
+}
+
+impl RunLog {
+    /// Opens (appending) `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, NnError> {
+        let path = path.as_ref().to_path_buf();
+        let f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| NnError::io(&path, e))?;
+        Ok(Self { path, out: BufWriter::new(f) })
+    }
+
+    /// Writes one record.
+    pub fn write(&mut self, record: &serde_json::Value) -> Result<(), NnError> {
+        serde_json::to_writer(&mut self.out, record)
+            .map_err(|e| NnError::Json { path: self.path.display().to_string(), message: e.to_string() })?;
+        self.out.write_all(b"\n").map_err(|e| NnError::io(&self.path, e))
+    }
+
+    /// Flushes buffered records.
+    pub fn flush(&mut self) -> Result<(), NnError> {
+        self.out.flush().map_err(|e| NnError::io(&self.path, e))
+    }
+}
+
+/// Training configuration.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// The seed driving all randomness (default 0).
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Optimiser (AdamW with groups, clipping).
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Optional reduce-on-plateau on the validation metric (default none).
+    #[config(default = "None")]
+    pub plateau: Option<ReduceOnPlateauConfig>,
+    /// Micro-batches per optimiser step (default 1).
+    #[config(default = 1)]
+    pub accumulation_steps: usize,
+    /// Number of epochs (default 10).
+    #[config(default = 10)]
+    pub max_epochs: usize,
+    /// Stop after this many epochs without improvement of the validation metric (default none).
+    #[config(default = "None")]
+    pub early_stopping_patience: Option<usize>,
+    /// Whether a larger validation metric is better (default false: a loss).
+    #[config(default = false)]
+    pub maximize_metric: bool,
+    /// Shuffle the batch order every epoch (default true).
+    #[config(default = true)]
+    pub shuffle: bool,
+}
+
+/// Training progress that must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimiser steps taken.
+    pub step: usize,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The run seed (the random state is a function of seed, step and epoch).
+    pub seed: u64,
+    /// Reduce-on-plateau state.
+    pub plateau: Option<ReduceOnPlateau>,
+    /// Best validation metric so far.
+    pub best_metric: Option<f64>,
+    /// Epoch of the best metric.
+    pub best_epoch: Option<usize>,
+    /// Epochs since the best metric.
+    pub epochs_without_improvement: usize,
+    /// Early stopping triggered.
+    pub stopped_early: bool,
+}
+
+/// Summary returned by [`Trainer::fit`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitSummary {
+    /// Epochs completed in total.
+    pub epochs: usize,
+    /// Optimiser steps in total.
+    pub steps: usize,
+    /// Best validation metric and its epoch.
+    pub best: Option<(f64, usize)>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+pub(crate) fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
+    // SplitMix64 over the combined value.
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The training loop.
+pub struct Trainer<M: Trainable> {
+    /// The model being trained (on an autodiff device).
+    pub model: M,
+    /// Best model so far by validation metric (kept when validation data is given).
+    pub best_model: Option<M>,
+    optim: GroupedAdamW,
+    config: TrainConfig,
+    state: TrainState,
+    device: Device,
+    run_dir: Option<PathBuf>,
+    log: Option<RunLog>,
+    model_config: serde_json::Value,
+}
+
+impl<M: Trainable> Trainer<M> {
+    /// A trainer for `model` (initialised on an autodiff device, e.g. [`crate::train_device`]).
+    pub fn new(model: M, config: TrainConfig) -> Self {
+        let device = model.devices().first().cloned().unwrap_or_else(crate::train_device);
+        let plateau = config.plateau.as_ref().map(|p| p.init());
+        let state = TrainState {
+            step: 0,
+            epoch: 0,
+            seed: config.seed,
+            plateau,
+            best_metric: None,
+            best_epoch: None,
+            epochs_without_improvement: 0,
+            stopped_early: false,
+        };
+        Self {
+            model,
+            best_model: None,
+            optim: GroupedAdamW::new(config.optimizer.clone()),
+            config,
+            state,
+            device,
+            run_dir: None,
+            log: None,
+            model_config: serde_json::Value::Null,
+        }
+    }
+
+    /// Uses `dir` as run directory: `log.jsonl` there, checkpoints in `dir/checkpoint` after
+    /// every epoch and the best model in `dir/best`. `model_config` is stored in each
+    /// checkpoint's `config.json`.
+    pub fn with_run_dir(mut self, dir: impl AsRef<Path>, model_config: serde_json::Value) -> Result<Self, NnError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| NnError::io(&dir, e))?;
+        self.log = Some(RunLog::open(dir.join("log.jsonl"))?);
+        self.run_dir = Some(dir);
+        self.model_config = model_config;
+        Ok(self)
+    }
+
+    /// Current training state.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// Learning rate of the next step.
+    pub fn current_lr(&self) -> f64 {
+        let scale = self.state.plateau.as_ref().map(|p| p.scale).unwrap_or(1.0);
+        self.config.schedule.lr_at(self.state.step) * scale
+    }
+
+    /// One optimiser step over `batches` (gradient accumulation: the mean of their losses).
+    pub fn step(&mut self, batches: &[&M::Batch]) -> StepReport {
+        self.device.seed(mix_seed(self.state.seed, 1, self.state.step as u64));
+        let mut acc = GradientsAccumulator::<M>::new();
+        let mut loss_sum = 0.0;
+        let mut terms: Vec<(String, f64)> = Vec::new();
+        for b in batches {
+            let out = self.model.loss(b);
+            loss_sum += crate::util::scalar(out.total.clone());
+            for (name, v) in out.terms {
+                match terms.iter_mut().find(|(n, _)| *n == name) {
+                    Some(t) => t.1 += v,
+                    None => terms.push((name, v)),
+                }
+            }
+            let grads = GradientsParams::from_grads(out.total.backward(), &self.model);
+            acc.accumulate(&self.model, grads);
+        }
+        let n = batches.len().max(1) as f64;
+        let mut grads = acc.grads();
+        if batches.len() > 1 {
+            optim::scale_grads(&self.model, &mut grads, 1.0 / n);
+        }
+        let lr = self.current_lr();
+        let model = self.model.clone();
+        let (model, grad_norm) = self.optim.step(lr, model, grads);
+        self.model = model;
+        let report = StepReport {
+            epoch: self.state.epoch,
+            step: self.state.step,
+            lr,
+            loss: loss_sum / n,
+            grad_norm,
+            terms: terms.into_iter().map(|(k, v)| (k, v / n)).collect(),
+        };
+        self.state.step += 1;
+        report
+    }
+
+    /// Mean validation loss of `batches` with the model in evaluation mode.
+    pub fn validate(&self, batches: &[M::Batch]) -> f64 {
+        let model = self.model.valid();
+        let total: f64 = batches.iter().map(|b| crate::util::scalar(model.loss(b).total)).sum();
+        total / batches.len().max(1) as f64
+    }
+
+    /// One epoch over `train` (shuffled with the epoch's seed, grouped by the accumulation
+    /// count). Returns the mean training loss.
+    pub fn run_epoch(&mut self, train: &[M::Batch], progress: &mut dyn Progress) -> Result<f64, NnError> {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        if self.config.shuffle {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(mix_seed(self.state.seed, 2, self.state.epoch as u64));
+            order.shuffle(&mut rng);
+        }
+        let k = self.config.accumulation_steps.max(1);
+        let mut total = 0.0;
+        let mut count = 0usize;
+        for (ci, chunk) in order.chunks(k).enumerate() {
+            let batches: Vec<&M::Batch> = chunk.iter().map(|&i| &train[i]).collect();
+            let report = self.step(&batches);
+            total += report.loss * chunk.len() as f64;
+            count += chunk.len();
+            if let Some(log) = self.log.as_mut() {
+                let mut rec = serde_json::json!({
+                    "event": "step", "epoch": report.epoch, "step": report.step, "lr": report.lr,
+                    "loss": report.loss, "grad_norm": report.grad_norm,
+                });
+                for (name, v) in &report.terms {
+                    rec[name.as_str()] = serde_json::json!(v);
+                }
+                log.write(&rec)?;
+            }
+            progress.on_step((ci * k + chunk.len()).min(train.len()), train.len(), &report);
+        }
+        Ok(total / count.max(1) as f64)
+    }
+
+    /// Trains until `max_epochs` (counting epochs already done, so a resumed trainer continues)
+    /// or early stopping. Validation uses the mean validation loss when `valid` is non-empty.
+    pub fn fit(&mut self, train: &[M::Batch], valid: &[M::Batch], progress: &mut dyn Progress) -> Result<FitSummary, NnError> {
+        self.fit_with_metric(train, valid, None, progress)
+    }
+
+    /// Like [`Trainer::fit`] with a custom validation metric computed on the evaluation-mode
+    /// model (e.g. macro-F1 with `maximize_metric = true`).
+    pub fn fit_with_metric(
+        &mut self,
+        train: &[M::Batch],
+        valid: &[M::Batch],
+        metric: Option<&dyn Fn(&M, &[M::Batch]) -> f64>,
+        progress: &mut dyn Progress,
+    ) -> Result<FitSummary, NnError> {
+        while self.state.epoch < self.config.max_epochs && !self.state.stopped_early {
+            let train_loss = self.run_epoch(train, progress)?;
+            let valid_metric = if valid.is_empty() {
+                None
+            } else {
+                Some(match metric {
+                    Some(f) => f(&self.model.valid(), valid),
+                    None => self.validate(valid),
+                })
+            };
+            let mut is_best = false;
+            if let Some(m) = valid_metric {
+                if let Some(p) = self.state.plateau.as_mut() {
+                    p.observe(m);
+                }
+                let better = match self.state.best_metric {
+                    None => true,
+                    Some(b) if self.config.maximize_metric => m > b,
+                    Some(b) => m < b,
+                };
+                if better {
+                    is_best = true;
+                    self.state.best_metric = Some(m);
+                    self.state.best_epoch = Some(self.state.epoch);
+                    self.state.epochs_without_improvement = 0;
+                    self.best_model = Some(self.model.clone());
+                } else {
+                    self.state.epochs_without_improvement += 1;
+                    if let Some(p) = self.config.early_stopping_patience {
+                        if self.state.epochs_without_improvement >= p {
+                            self.state.stopped_early = true;
+                        }
+                    }
+                }
+            }
+            let report = EpochReport { epoch: self.state.epoch, train_loss, valid_metric, lr: self.current_lr(), is_best };
+            self.state.epoch += 1;
+            if let Some(log) = self.log.as_mut() {
+                log.write(&serde_json::json!({
+                    "event": "epoch", "epoch": report.epoch, "train_loss": report.train_loss,
+                    "valid_metric": report.valid_metric, "lr": report.lr, "is_best": report.is_best,
+                }))?;
+                log.flush()?;
+            }
+            if let Some(dir) = self.run_dir.clone() {
+                self.save_checkpoint(dir.join("checkpoint"))?;
+                if is_best {
+                    checkpoint::write_atomically(&dir.join("best"), |tmp| {
+                        checkpoint::write_config(tmp, &self.model_config, &self.config)?;
+                        save_model(&self.model, &tmp.join("model.safetensors"))
+                    })?;
+                }
+            }
+            progress.on_epoch(&report);
+        }
+        Ok(FitSummary {
+            epochs: self.state.epoch,
+            steps: self.state.step,
+            best: self.state.best_metric.zip(self.state.best_epoch),
+            stopped_early: self.state.stopped_early,
+        })
+    }
+
+    /// Writes a full checkpoint (weights, optimiser, training state, configs) to `dir`,
+    /// atomically (temporary directory, then rename).
+    pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<(), NnError> {
+        checkpoint::write_atomically(dir.as_ref(), |tmp| {
+            checkpoint::write_config(tmp, &self.model_config, &self.config)?;
+            save_model(&self.model, &tmp.join("model.safetensors"))?;
+            let ids: std::collections::BTreeMap<String, u64> =
+                optim::param_paths(&self.model).into_iter().map(|(p, id)| (p, id.val())).collect();
+            checkpoint::write_json(&tmp.join("param_ids.json"), &ids)?;
+            self.optim.save(tmp)?;
+            checkpoint::write_json(&tmp.join("train_state.json"), &self.state)
+        })
+    }
+
+    /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`]: `model`
+    /// must have the same architecture (fresh initialisation is fine), `config` the same
+    /// optimiser groups. Training then continues exactly as if never interrupted.
+    pub fn resume(model: M, config: TrainConfig, dir: impl AsRef<Path>) -> Result<Self, NnError> {
+        let dir = dir.as_ref();
+        let (model, report) = load_model(model, &dir.join("model.safetensors"))?;
+        if !report.missing.is_empty() {
+            return Err(NnError::Store {
+                path: dir.join("model.safetensors").display().to_string(),
+                message: format!("checkpoint lacks tensors: {}", report.missing.join(", ")),
+            });
+        }
+        let ids: std::collections::HashMap<String, u64> = checkpoint::read_json(&dir.join("param_ids.json"))?;
+        let model = optim::restore_param_ids(model, &ids);
+        let state: TrainState = checkpoint::read_json(&dir.join("train_state.json"))?;
+        let mut trainer = Trainer::new(model, config);
+        trainer.optim = trainer.optim.load(dir)?;
+        trainer.state = state;
+        Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests;
