@@ -196,6 +196,13 @@ impl H5adRowReader {
     }
 }
 
+/// Open handles on the streamed parts of `X`.
+struct XDatasets {
+    data: Dataset,
+    indices: Dataset,
+    indptr: Dataset,
+}
+
 /// Elements per HDF5 chunk of the streamed `X/data` and `X/indices` (see `MAX_CHUNK_DIM`).
 const CHUNK: usize = MAX_CHUNK_DIM;
 /// Elements buffered before they are appended to the file.
@@ -217,11 +224,10 @@ const FLUSH: usize = CHUNK * 64;
 /// # Ok::<(), sclm_io::IoError>(())
 /// ```
 pub struct H5adStreamWriter {
-    // Field order matters: the HDF5 handle must be dropped before the temporary file is removed.
+    // Field order matters: dataset handles, then the file, are dropped before the temporary
+    // file is removed.
+    ds: Option<XDatasets>,
     file: Option<hdf5_pure::File>,
-    data: Dataset,
-    indices: Dataset,
-    indptr_ds: Dataset,
     tmp: Option<tempfile::TempPath>,
     path: PathBuf,
     name: String,
@@ -289,9 +295,7 @@ impl H5adStreamWriter {
         indptr.push(0);
         Ok(H5adStreamWriter {
             file: Some(file),
-            data,
-            indices,
-            indptr_ds,
+            ds: Some(XDatasets { data, indices, indptr: indptr_ds }),
             tmp: Some(tmp),
             path: path.to_path_buf(),
             name,
@@ -337,7 +341,10 @@ impl H5adStreamWriter {
 
     fn flush(&mut self, n: usize) -> Result<()> {
         let name = self.name.clone();
-        let (d, i) = (&mut self.data, &mut self.indices);
+        let Some(x) = self.ds.as_mut() else {
+            return Err(fmt_err(&name, "X", "writer already closed"));
+        };
+        let (d, i) = (&mut x.data, &mut x.indices);
         let (bd, bi) = (&self.buf_data[..n], &self.buf_idx[..n]);
         guard(&name, || {
             d.append(bd).map_err(|e| fmt_err(&name, "X/data", format!("cannot append: {e}")))?;
@@ -357,8 +364,11 @@ impl H5adStreamWriter {
         let n = self.buf_data.len();
         self.flush(n)?;
         let name = self.name.clone();
-        let (ip, ipd) = (&self.indptr, &mut self.indptr_ds);
-        guard(&name, || ipd.append(ip).map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}"))))?;
+        let mut x = self.ds.take().ok_or_else(|| fmt_err(&name, "X", "writer already closed"))?;
+        let ip = &self.indptr;
+        guard(&name, || x.indptr.append(ip).map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}"))))?;
+        // Every dataset handle is released before the file is closed.
+        drop(x);
         if let Some(f) = self.file.take() {
             f.close().map_err(|e| fmt_err(&self.name, "/", format!("cannot close: {e}")))?;
         }

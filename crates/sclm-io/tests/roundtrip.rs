@@ -150,3 +150,14 @@ fn large_sparse_x_goes_through_the_streaming_path() {
     assert_eq!(read_h5ad(&p).unwrap(), a);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn streaming_writer_with_no_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("none.h5ad");
+    let template = AnnData::new(Matrix::Csr(CsrMatrix::zeros(0, 7)));
+    let mut w = H5adStreamWriter::create(&p, &template, &WriteOptions::default()).unwrap();
+    w.append(&CsrMatrix::zeros(0, 7)).unwrap();
+    w.finish().unwrap();
+    assert_eq!(read_h5ad(&p).unwrap(), template);
+}
