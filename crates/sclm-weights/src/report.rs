@@ -34,7 +34,10 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// Compares a state dict with the tensors a model wants (`(key, shape)` pairs) without taking anything.
-    pub fn check<'a>(sd: &StateDict, wanted: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> LoadReport {
+    pub fn check<'a>(
+        sd: &StateDict,
+        wanted: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    ) -> LoadReport {
         let mut r = LoadReport::default();
         let mut used = BTreeSet::new();
         for (key, shape) in wanted {
@@ -42,7 +45,11 @@ impl LoadReport {
                 None => r.missing.push(key.to_string()),
                 Some(t) if t.shape != shape => {
                     used.insert(key.to_string());
-                    r.shape_mismatch.push(ShapeMismatch { key: key.to_string(), expected: shape.to_vec(), found: t.shape.clone() })
+                    r.shape_mismatch.push(ShapeMismatch {
+                        key: key.to_string(),
+                        expected: shape.to_vec(),
+                        found: t.shape.clone(),
+                    })
                 }
                 Some(_) => {
                     used.insert(key.to_string());
@@ -76,7 +83,10 @@ impl LoadReport {
             }
         }
         for m in self.shape_mismatch.iter().take(5) {
-            s.push_str(&format!("; '{}' is {:?}, expected {:?}", m.key, m.found, m.expected));
+            s.push_str(&format!(
+                "; '{}' is {:?}, expected {:?}",
+                m.key, m.found, m.expected
+            ));
         }
         s
     }
@@ -86,7 +96,10 @@ impl LoadReport {
         if self.is_complete() {
             Ok(())
         } else {
-            Err(WeightsError::Incomplete { path: path.to_path_buf(), summary: self.summary() })
+            Err(WeightsError::Incomplete {
+                path: path.to_path_buf(),
+                summary: self.summary(),
+            })
         }
     }
 }
@@ -102,7 +115,11 @@ pub struct TensorLoader {
 impl TensorLoader {
     /// Wraps a state dict read from `path` (the path is only used in error messages).
     pub fn new(path: impl AsRef<Path>, sd: StateDict) -> Self {
-        TensorLoader { path: path.as_ref().to_path_buf(), sd, report: LoadReport::default() }
+        TensorLoader {
+            path: path.as_ref().to_path_buf(),
+            sd,
+            report: LoadReport::default(),
+        }
     }
 
     /// Takes the tensor `key` if present with exactly `shape`; otherwise records it as missing or
@@ -116,7 +133,11 @@ impl TensorLoader {
             Some(t) if t.shape != shape => {
                 let found = t.shape.clone();
                 self.sd.remove(key);
-                self.report.shape_mismatch.push(ShapeMismatch { key: key.to_string(), expected: shape.to_vec(), found });
+                self.report.shape_mismatch.push(ShapeMismatch {
+                    key: key.to_string(),
+                    expected: shape.to_vec(),
+                    found,
+                });
                 None
             }
             Some(_) => {
@@ -134,7 +155,9 @@ impl TensorLoader {
             Ok(v) => Some(v),
             Err(_) => {
                 self.report.loaded.pop();
-                self.report.missing.push(format!("{key} (not floating point)"));
+                self.report
+                    .missing
+                    .push(format!("{key} (not floating point)"));
                 None
             }
         }
