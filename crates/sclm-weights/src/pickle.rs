@@ -145,6 +145,57 @@ enum V {
     Obj(Rc<RefCell<Obj>>),
 }
 
+/// Dropping uses an explicit work list: a hostile pickle can nest containers a million levels deep,
+/// and the default recursive drop would overflow the stack.
+impl Drop for V {
+    fn drop(&mut self) {
+        let mut work: Vec<V> = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
+/// Moves the children of `v` into `work` when `v` is their only owner.
+fn take_children(v: &mut V, work: &mut Vec<V>) {
+    match v {
+        V::List(l) => {
+            if let Some(cell) = Rc::get_mut(l) {
+                work.append(cell.get_mut());
+            }
+        }
+        V::Tuple(t) => {
+            if let Some(items) = Rc::get_mut(t) {
+                work.append(items);
+            }
+        }
+        V::Dict(d) => {
+            if let Some(cell) = Rc::get_mut(d) {
+                for (k, x) in cell.get_mut().drain(..) {
+                    work.push(k);
+                    work.push(x);
+                }
+            }
+        }
+        V::Obj(o) => {
+            if let Some(cell) = Rc::get_mut(o) {
+                let o = cell.get_mut();
+                work.push(std::mem::replace(&mut o.args, V::Mark));
+                if let Some(s) = o.state.take() {
+                    work.push(s);
+                }
+                for (k, x) in o.items.drain(..) {
+                    work.push(k);
+                    work.push(x);
+                }
+                work.append(&mut o.list);
+            }
+        }
+        V::Mark | V::Plain(_) => {}
+    }
+}
+
 #[derive(Debug)]
 struct Obj {
     class: String,
@@ -156,7 +207,7 @@ struct Obj {
 
 const MAX_DEPTH: usize = 200;
 /// Upper bound on values produced when unfolding shared references (guards against "billion laughs").
-const MAX_NODES: usize = 50_000_000;
+const MAX_NODES: usize = 2_000_000;
 
 fn budget() -> usize {
     MAX_NODES
@@ -531,8 +582,9 @@ impl<'a> Machine<'a> {
                     // STACK_GLOBAL
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
+                    match (&module, &name) {
                         (V::Plain(PyValue::Str(module)), V::Plain(PyValue::Str(name))) => {
+                            let (module, name) = (module.clone(), name.clone());
                             self.push(PyValue::Global { module, name })
                         }
                         _ => return self.err("STACK_GLOBAL needs two strings"),
@@ -864,4 +916,112 @@ fn freeze(v: &V, depth: usize, budget: &mut usize) -> std::result::Result<PyValu
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_pl(_: &PyValue) -> std::result::Result<PyValue, String> {
+        Err("no persistent ids here".into())
+    }
+
+    fn load_all(data: &[u8]) -> PResult<PyValue> {
+        let mut pos = 0;
+        load(data, &mut pos, &mut no_pl)
+    }
+
+    #[test]
+    fn basic_values_and_shared_containers() {
+        // {'a': [1, -2, 3.5], 'b': <same list>, 'c': (True, None, 'x')} with the list appended to after memoising.
+        let mut p = vec![
+            0x80, 2, b'}', b'(', 0x8c, 1, b'a', b']', b'q', 0, b'(', b'K', 1, b'J',
+        ];
+        p.extend((-2i32).to_le_bytes());
+        p.push(b'G');
+        p.extend(3.5f64.to_be_bytes());
+        p.extend([
+            b'e', 0x8c, 1, b'b', b'h', 0, 0x8c, 1, b'c', 0x88, b'N', 0x8c, 1, b'x', 0x87, b'u',
+        ]);
+        // After the dict is built, append 9 to the memoised list: both references must see it.
+        p.extend([b'h', 0, b'K', 9, b'a', b'0', b'.']);
+        let v = load_all(&p).unwrap();
+        let list = PyValue::List(vec![
+            PyValue::Int(1),
+            PyValue::Int(-2),
+            PyValue::Float(3.5),
+            PyValue::Int(9),
+        ]);
+        assert_eq!(v.get("a"), Some(&list));
+        assert_eq!(v.get("b"), Some(&list));
+        assert_eq!(
+            v.get("c"),
+            Some(&PyValue::Tuple(vec![
+                PyValue::Bool(true),
+                PyValue::None,
+                PyValue::Str("x".into())
+            ]))
+        );
+    }
+
+    #[test]
+    fn long_integers() {
+        assert_eq!(long_from_bytes(&[0xff]), PyValue::Int(-1));
+        assert_eq!(long_from_bytes(&[0x00, 0x01]), PyValue::Int(256));
+        assert_eq!(long_from_bytes(&[0xff; 9]), PyValue::BigInt(vec![0xff; 9]));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // Chain of one-element lists 300,000 deep, built through the memo: [ [ [ ... ] ] ].
+        let mut p = vec![0x80, 2, b']', b'q', 0];
+        for _ in 0..300_000 {
+            p.extend([b']', b'h', 0, b'a', b'q', 0]);
+        }
+        p.push(b'.');
+        let e = load_all(&p).unwrap_err();
+        assert!(e.reason.contains("too deep"), "{}", e.reason);
+    }
+
+    #[test]
+    fn exponential_sharing_is_bounded() {
+        // l0 = [], l(i+1) = [l(i), l(i)]: 2^40 leaves when unfolded.
+        let mut p = vec![0x80, 2, b']', b'q', 0];
+        for _ in 0..40 {
+            p.extend([b'(', b'h', 0, b'h', 0, b'l', b'q', 0]);
+        }
+        p.push(b'.');
+        let e = load_all(&p).unwrap_err();
+        assert!(
+            e.reason.contains("too large") || e.reason.contains("too deep"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Deterministic pseudo-random byte strings, with and without a protocol header.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..3000 {
+            let len = 1 + (round % 64);
+            let mut p = Vec::with_capacity(len + 2);
+            if round % 2 == 0 {
+                p.extend([0x80, 2]);
+            }
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Bias towards valid opcodes so that the interpreter gets past the first byte.
+                let ops = b"(}])tlds.uaeKJMNqhjXcR\x85\x86\x87\x88\x89\x8a\x8c\x94\x95Qb0";
+                p.push(if state % 3 == 0 {
+                    (state >> 8) as u8
+                } else {
+                    ops[(state >> 16) as usize % ops.len()]
+                });
+            }
+            let _ = load_all(&p);
+        }
+    }
 }

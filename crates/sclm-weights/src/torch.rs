@@ -517,6 +517,13 @@ fn gather(src: &TensorValues, t: &TensorRef) -> std::result::Result<TensorValues
             ));
         }
     }
+    // Broadcast views (stride 0) may be larger than their storage, but not absurdly so.
+    if n > src.len().saturating_mul(4096).max(1 << 24) {
+        return Err(format!(
+            "view of {n} elements over a storage of {} is implausibly large",
+            src.len()
+        ));
+    }
     let idx = strided_indices(&t.shape, &t.stride, t.offset, n);
     Ok(match src {
         TensorValues::F32(v) => TensorValues::F32(idx.iter().map(|&i| v[i]).collect()),
