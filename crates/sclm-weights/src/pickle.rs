@@ -1015,7 +1015,7 @@ mod tests {
                 state ^= state << 17;
                 // Bias towards valid opcodes so that the interpreter gets past the first byte.
                 let ops = b"(}])tlds.uaeKJMNqhjXcR\x85\x86\x87\x88\x89\x8a\x8c\x94\x95Qb0";
-                p.push(if state % 3 == 0 {
+                p.push(if state.is_multiple_of(3) {
                     (state >> 8) as u8
                 } else {
                     ops[(state >> 16) as usize % ops.len()]
