@@ -353,3 +353,116 @@ fn load_report_accounts_for_every_tensor() {
     let r = l.finish_complete().unwrap();
     assert!(r.skipped.is_empty() && r.is_complete());
 }
+
+#[test]
+fn cellplm_outputs_and_input_are_readable_and_consistent() {
+    let m = manifest();
+    let input = read_safetensors(cellplm().join("input.safetensors")).unwrap();
+    let (n, g) = (
+        m["cells"].as_u64().unwrap() as usize,
+        m["genes"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(input["x.shape"].as_i64().unwrap(), &[n as i64, g as i64]);
+    // CSR and dense copies of the counts agree.
+    let indptr = input["x.indptr"].as_i64().unwrap();
+    let indices = input["x.indices"].as_i64().unwrap();
+    let data = input["x.data"].as_f32().unwrap();
+    let dense = input["x.dense"].as_f32().unwrap();
+    let mut rebuilt = vec![0f32; n * g];
+    for r in 0..n {
+        for p in indptr[r] as usize..indptr[r + 1] as usize {
+            rebuilt[r * g + indices[p] as usize] = data[p];
+        }
+    }
+    assert_eq!(rebuilt, dense);
+    for model in [
+        "cellplm_small_gmvae",
+        "cellplm_small_vae",
+        "cellplm_small_ae",
+    ] {
+        let out = read_safetensors(cellplm().join(format!("{model}.outputs.safetensors"))).unwrap();
+        let listed = m["models"][model]["outputs"].as_array().unwrap();
+        assert_eq!(out.len(), listed.len(), "{model}");
+        for entry in listed {
+            let key = entry[0].as_str().unwrap();
+            let shape: Vec<usize> = entry[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(out[key].shape, shape, "{model}: {key}");
+        }
+        let latent = match model {
+            "cellplm_small_gmvae" => Some("gmvae.mean"),
+            "cellplm_small_vae" => Some("vae.mu"),
+            _ => None,
+        };
+        if let Some(k) = latent {
+            assert_eq!(out["emb"], out[k], "{model}: embedding is the latent mean");
+        }
+    }
+}
+
+/// The first stage of the documented forward pass (fixtures/cellplm/README.md), computed here in plain
+/// Rust from the checkpoint read by this crate: log1p(counts) @ gene embedding → Linear → ReLU → GroupNorm(4).
+#[test]
+fn cellplm_embedder_stage_recomputed_from_the_checkpoint() {
+    let input = read_safetensors(cellplm().join("input.safetensors")).unwrap();
+    let counts = input["x.dense"].as_f32().unwrap();
+    for model in [
+        "cellplm_small_gmvae",
+        "cellplm_small_vae",
+        "cellplm_small_ae",
+    ] {
+        let sd = read_torch(
+            cellplm().join(format!("{model}.best.ckpt")),
+            "model_state_dict",
+        )
+        .unwrap();
+        let out = read_safetensors(cellplm().join(format!("{model}.outputs.safetensors"))).unwrap();
+        let emb = sd["embedder.feat_enc.emb"].as_f32().unwrap();
+        let (genes, d) = (
+            sd["embedder.feat_enc.emb"].shape[0],
+            sd["embedder.feat_enc.emb"].shape[1],
+        );
+        let w = sd["embedder.extra_linear.0.weight"].as_f32().unwrap(); // [out, in]
+        let b = sd["embedder.extra_linear.0.bias"].as_f32().unwrap();
+        let gw = sd["embedder.extra_linear.3.weight"].as_f32().unwrap();
+        let gb = sd["embedder.extra_linear.3.bias"].as_f32().unwrap();
+        let want = out["embedder.out"].as_f32().unwrap();
+        let cells = counts.len() / genes;
+        let mut worst = 0f64;
+        for c in 0..cells {
+            let mut feat = vec![0f64; d];
+            for gi in 0..genes {
+                let x = (counts[c * genes + gi] as f64).ln_1p();
+                if x != 0.0 {
+                    for j in 0..d {
+                        feat[j] += x * emb[gi * d + j] as f64;
+                    }
+                }
+            }
+            let mut h: Vec<f64> = (0..d)
+                .map(|o| {
+                    (b[o] as f64 + (0..d).map(|i| w[o * d + i] as f64 * feat[i]).sum::<f64>())
+                        .max(0.0)
+                })
+                .collect();
+            let gs = d / 4;
+            for grp in 0..4 {
+                let s = &mut h[grp * gs..(grp + 1) * gs];
+                let mean = s.iter().sum::<f64>() / gs as f64;
+                let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / gs as f64;
+                for (k, v) in s.iter_mut().enumerate() {
+                    let ch = grp * gs + k;
+                    *v = (*v - mean) / (var + 1e-5).sqrt() * gw[ch] as f64 + gb[ch] as f64;
+                }
+            }
+            for j in 0..d {
+                worst = worst.max((h[j] - want[c * d + j] as f64).abs());
+            }
+        }
+        assert!(worst < 1e-4, "{model}: embedder output differs by {worst}");
+    }
+}
