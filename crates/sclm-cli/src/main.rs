@@ -1,1 +1,70 @@
-fn main() {}
+//! `sclm`: single-cell language models, AnnData in, AnnData out.
+//!
+//! This binary is a thin edge: it parses arguments, draws progress bars and prints reports.
+//! Every computation is a call into the sclm libraries.
+
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Options every subcommand accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Number of worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Seed for every random choice (simulation, PCA, splits, training).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Print only results and errors: no progress bars or notes.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "sclm", version, about = "Single-cell language models: AnnData in, AnnData out.")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate a single-cell count dataset (Splatter-style) and write it as .h5ad.
+    Simulate(commands::simulate::Args),
+    /// Describe a .h5ad file or Cell Ranger output: shape, layout, X, annotations.
+    Info(commands::info::Args),
+    /// Run scanpy-style preprocessing steps and write the result as .h5ad.
+    Preprocess(commands::preprocess::Args),
+    /// Run the main job on the embedded default dataset: simulate, inspect, preprocess, evaluate.
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.global.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+            eprintln!("error: cannot set up {n} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match cli.command {
+        Command::Simulate(a) => commands::simulate::run(&cli.global, a),
+        Command::Info(a) => commands::info::run(&cli.global, a),
+        Command::Preprocess(a) => commands::preprocess::run(&cli.global, a),
+        Command::Demo(a) => commands::demo::run(&cli.global, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes joined by ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -65,7 +65,7 @@ impl AnnData {
     /// Checks that every part agrees in shape with `X`.
     pub fn validate(&self) -> Result<()> {
         let (n, g) = self.x.shape();
-        let mut check = |what: String, expected: usize, found: usize| {
+        let check = |what: String, expected: usize, found: usize| {
             if expected != found {
                 Err(DataError::Shape { what, expected: expected.to_string(), found: found.to_string() })
             } else {

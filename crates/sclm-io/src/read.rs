@@ -34,6 +34,8 @@ pub struct ReadReport {
     /// Elements read with a change of type, each as `key (what changed)`, e.g. a nullable
     /// integer column with missing values read as float64 with NaN.
     pub converted: Vec<String>,
+    /// The on-disk layout recognised, in words (e.g. `anndata 0.7 (__categories)`).
+    pub layout: String,
 }
 
 impl ReadReport {
@@ -86,8 +88,21 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
     if !has("X") {
         return Err(h.err("X", "missing (no X matrix in this file)"));
     }
+    rep.layout = if encoding(&root_attrs).is_some() {
+        "anndata >= 0.8 (encoding-type attributes)".to_string()
+    } else if datasets.iter().any(|d| d == "obs") {
+        "anndata < 0.7 (compound obs/var, categories in uns)".to_string()
+    } else if h.has("obs/__categories") || h.has("var/__categories") {
+        "anndata 0.7 (__categories)".to_string()
+    } else {
+        "anndata without encoding attributes".to_string()
+    };
     let legacy_cats = legacy_categories(h);
     let x = read_matrix(h, "X")?;
+    rep.layout.push_str(match &x {
+        sclm_data::Matrix::Dense(_) => ", dense X",
+        sclm_data::Matrix::Csr(_) => ", sparse X",
+    });
     let (n, g) = x.shape();
     let mut used_cats = Vec::new();
     let obs = if has("obs") { read_dataframe(h, "obs", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(n) };

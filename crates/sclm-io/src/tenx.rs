@@ -79,7 +79,11 @@ pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
         types.push(it.next().unwrap_or_default());
     }
     let mut var = DataFrame::new(names);
-    let mut rep = ReadReport { duplicate_var_names: var.make_index_unique(), ..Default::default() };
+    let mut rep = ReadReport {
+        duplicate_var_names: var.make_index_unique(),
+        layout: "Cell Ranger matrix directory (Matrix Market)".to_string(),
+        ..Default::default()
+    };
     var.columns.push(("gene_ids".into(), Column::Str(ids)));
     if v3 {
         var.columns.push(("feature_types".into(), Column::Str(types)));
@@ -225,6 +229,7 @@ pub(crate) fn looks_like_10x_h5(h: &H5) -> bool {
 pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData, ReadReport)> {
     let mut rep = ReadReport::default();
     let v3 = matches!(h.node("matrix"), Some(Node::Group(_)));
+    rep.layout = if v3 { "Cell Ranger HDF5, v3 (matrix)" } else { "Cell Ranger HDF5, v2 (matrices/<genome>)" }.to_string();
     let g: String = if v3 {
         "matrix".into()
     } else {

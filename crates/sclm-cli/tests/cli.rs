@@ -1,0 +1,166 @@
+//! End-to-end tests of the `sclm` binary: real files, bad input, atomic outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sclm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sclm")).args(args).output().expect("run sclm")
+}
+
+fn shared(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A failed command prints exactly one error line that names `needle`, exits non-zero and
+/// leaves no output behind.
+fn assert_clean_failure(o: &Output, needle: &str, output: Option<&Path>) {
+    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].contains(needle), "error line should name '{needle}': {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    if let Some(p) = output {
+        assert!(!p.exists(), "{} must not exist after a failure", p.display());
+        let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    }
+}
+
+#[test]
+fn info_describes_every_shared_file() {
+    for (file, shape, key) in [
+        ("pbmc68k_reduced.h5ad", "700 cells x 765 genes", "bulk_labels"),
+        ("oligodendroglioma.h5ad", "184 cells x 9450 genes", "cell_type"),
+        ("cscc_p10_st.h5ad", "621 cells x 16642 genes", "cluster"),
+        ("visium_mouse_brain_tiny.h5ad", "49 cells x 1999 genes", "spatial"),
+        ("celltypist_sample_counts.h5ad", "559 cells x 32786 genes", "raw counts"),
+        ("mouse_10k_subset_counts.h5ad", "10000 cells x 1000 genes", "raw counts"),
+    ] {
+        let o = sclm(&["info", shared(file).to_str().unwrap()]);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(shape), "{file}: {out}");
+        assert!(out.contains(key), "{file}: {out}");
+    }
+}
+
+#[test]
+fn info_reads_cell_ranger_outputs() {
+    let dir = shared("10x");
+    let mut seen = 0;
+    for entry in walk(&dir) {
+        let name = entry.to_string_lossy().to_string();
+        let is_input = name.ends_with(".h5") || entry.join("matrix.mtx").exists() || entry.join("matrix.mtx.gz").exists();
+        if !is_input {
+            continue;
+        }
+        let o = sclm(&["info", &name]);
+        // Multi-genome v2 files need a genome choice: the error must say so and list them.
+        if !o.status.success() {
+            assert!(stderr(&o).contains("genome"), "{name}: {}", stderr(&o));
+        } else {
+            assert!(stdout(&o).contains("raw counts"), "{name}: {}", stdout(&o));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected to read at least two Cell Ranger outputs, read {seen}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn simulate_info_preprocess_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim.h5ad");
+    let o = sclm(&["--quiet", "--seed", "3", "simulate", "--cells", "600", "--genes", "400", "--spatial", "--chunk-size", "128", "-o", sim.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sclm(&["info", sim.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(out.contains("600 cells x 400 genes"), "{out}");
+    assert!(out.contains("cell_type") && out.contains("batch") && out.contains("spatial"), "{out}");
+    assert!(out.contains("raw counts"), "{out}");
+
+    // Same seed, different chunk size: identical file contents.
+    let sim2 = tmp.path().join("sim2.h5ad");
+    let o = sclm(&["--quiet", "--seed", "3", "simulate", "--cells", "600", "--genes", "400", "--spatial", "--chunk-size", "1000", "-o", sim2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = sclm_io::read_h5ad(&sim).unwrap();
+    let b = sclm_io::read_h5ad(&sim2).unwrap();
+    assert_eq!(a.x, b.x);
+    assert_eq!(a.obs, b.obs);
+
+    let pp = tmp.path().join("pp.h5ad");
+    let o = sclm(&[
+        "--quiet",
+        "preprocess",
+        sim.to_str().unwrap(),
+        "-o",
+        pp.to_str().unwrap(),
+        "--steps",
+        "qc,normalize_total:target_sum=1e4,log1p,hvg:flavor=seurat:n_top_genes=200,pca:n_comps=10",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = sclm_io::read_h5ad(&pp).unwrap();
+    assert_eq!(p.n_obs(), 600);
+    assert_eq!(p.obsm_get("X_pca").unwrap().shape(), (600, 10));
+    assert!(p.var.get("highly_variable").is_some());
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.h5ad");
+    let out_s = out.to_str().unwrap();
+
+    // Not a file at all.
+    let missing = tmp.path().join("nope.h5ad");
+    let o = sclm(&["preprocess", missing.to_str().unwrap(), "-o", out_s]);
+    assert_clean_failure(&o, "nope.h5ad", Some(&out));
+
+    // Garbage bytes with an .h5ad name.
+    let junk = tmp.path().join("junk.h5ad");
+    std::fs::write(&junk, b"this is not an HDF5 file at all, just text\n".repeat(50)).unwrap();
+    let o = sclm(&["preprocess", junk.to_str().unwrap(), "-o", out_s]);
+    assert_clean_failure(&o, "junk.h5ad", Some(&out));
+
+    // A truncated real file.
+    let bytes = std::fs::read(shared("pbmc68k_reduced.h5ad")).unwrap();
+    let trunc = tmp.path().join("truncated.h5ad");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 3]).unwrap();
+    let o = sclm(&["preprocess", trunc.to_str().unwrap(), "-o", out_s]);
+    assert_clean_failure(&o, "truncated.h5ad", Some(&out));
+
+    // seurat_v3 needs counts; pbmc68k_reduced's X is scaled z-scores.
+    let o = sclm(&["preprocess", shared("pbmc68k_reduced.h5ad").to_str().unwrap(), "-o", out_s, "--steps", "hvg:flavor=seurat_v3:n_top_genes=100"]);
+    assert_clean_failure(&o, "seurat_v3", Some(&out));
+
+    // A step that does not exist.
+    let o = sclm(&["preprocess", shared("pbmc68k_reduced.h5ad").to_str().unwrap(), "-o", out_s, "--steps", "log1p,frobnicate"]);
+    assert_clean_failure(&o, "frobnicate", Some(&out));
+}
