@@ -648,8 +648,13 @@ mod tests {
             }
             best
         };
-        let (t1, t4) = (time(4_000), time(16_000));
-        assert!(t4 / t1 < 10.0, "ratio {}", t4 / t1);
+        // Other tests run concurrently and perturb timings: retry a few times; a quadratic
+        // implementation would give ≥ 16 every time.
+        let ratio = (0..4)
+            .map(|_| time(64_000) / time(16_000))
+            .find(|r| *r < 10.0)
+            .unwrap_or(f64::INFINITY);
+        assert!(ratio < 10.0, "time ratio for 4x the cells: {ratio}");
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub fn lgamma<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let z = x.add_scalar(6.0);
     let zr = z.clone().recip();
     let zr2 = zr.clone() * zr.clone();
-    let series = zr.clone() * (zr2.clone() * (zr2.mul_scalar(1.0 / 1260.0).sub_scalar(1.0 / 360.0)).add_scalar(1.0 / 12.0));
+    let inner = zr2.clone() * zr2.mul_scalar(1.0 / 1260.0).sub_scalar(1.0 / 360.0);
+    let series = zr * inner.add_scalar(1.0 / 12.0);
     let stirling = (z.clone().sub_scalar(0.5)) * z.clone().log() - z + 0.5 * (2.0 * std::f64::consts::PI).ln();
     stirling + series - prod.log()
 }

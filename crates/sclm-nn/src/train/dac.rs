@@ -14,6 +14,15 @@ use burn::prelude::*;
 
 use crate::loss::info_nce;
 
+/// Frees autodiff graphs whose tensors were all dropped (burn-autodiff collects them only
+/// during a backward pass; this runs a trivial one).
+pub fn sweep_graphs(device: &Device) {
+    if device.is_autodiff() {
+        let t = Tensor::<1>::zeros([1], device).require_grad();
+        drop(t.sum().backward());
+    }
+}
+
 /// Settings of a divide-and-conquer contrastive step.
 #[derive(Config, Debug)]
 pub struct DacConfig {
@@ -63,6 +72,9 @@ where
         let (h, hp) = embed(model, c);
         h_all.push(h.detach());
         hp_all.push(hp.detach());
+        // The chunk's graph is now unreachable; burn frees unreachable graphs during a
+        // backward pass, so run a trivial one to release its activations now.
+        sweep_graphs(&device);
     }
     // Step 2: full-batch loss on leaves and its gradient w.r.t. the embeddings.
     let h = Tensor::cat(h_all, 0).require_grad();

@@ -222,6 +222,9 @@ pub struct Trainer<M: Trainable> {
 impl<M: Trainable> Trainer<M> {
     /// A trainer for `model` (initialised on an autodiff device, e.g. [`crate::train_device`]).
     pub fn new(model: M, config: TrainConfig) -> Self {
+        // Materialise lazily initialised parameters now, so that their random draws never
+        // interleave with the per-step random streams.
+        optim::touch_params(&model);
         let device = model.devices().first().cloned().unwrap_or_else(crate::train_device);
         let plateau = config.plateau.as_ref().map(|p| p.init());
         let state = TrainState {
@@ -270,8 +273,9 @@ impl<M: Trainable> Trainer<M> {
         self.config.schedule.lr_at(self.state.step) * scale
     }
 
-    /// One optimiser step over `batches` (gradient accumulation: the mean of their losses).
-    pub fn step(&mut self, batches: &[&M::Batch]) -> StepReport {
+    /// Gradients of the mean loss of `batches` (gradient accumulation), with the mean loss and
+    /// mean named terms. Seeds the backend generator for the current step first.
+    pub fn accumulate_grads(&mut self, batches: &[&M::Batch]) -> (GradientsParams, f64, Vec<(String, f64)>) {
         self.device.seed(mix_seed(self.state.seed, 1, self.state.step as u64));
         let mut acc = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0;
@@ -293,18 +297,17 @@ impl<M: Trainable> Trainer<M> {
         if batches.len() > 1 {
             optim::scale_grads(&self.model, &mut grads, 1.0 / n);
         }
+        (grads, loss_sum / n, terms.into_iter().map(|(k, v)| (k, v / n)).collect())
+    }
+
+    /// One optimiser step over `batches` (gradient accumulation: the mean of their losses).
+    pub fn step(&mut self, batches: &[&M::Batch]) -> StepReport {
+        let (grads, loss, terms) = self.accumulate_grads(batches);
         let lr = self.current_lr();
         let model = self.model.clone();
         let (model, grad_norm) = self.optim.step(lr, model, grads);
         self.model = model;
-        let report = StepReport {
-            epoch: self.state.epoch,
-            step: self.state.step,
-            lr,
-            loss: loss_sum / n,
-            grad_norm,
-            terms: terms.into_iter().map(|(k, v)| (k, v / n)).collect(),
-        };
+        let report = StepReport { epoch: self.state.epoch, step: self.state.step, lr, loss, grad_norm, terms };
         self.state.step += 1;
         report
     }

