@@ -466,3 +466,25 @@ fn cellplm_embedder_stage_recomputed_from_the_checkpoint() {
         assert!(worst < 1e-4, "{model}: embedder output differs by {worst}");
     }
 }
+
+#[test]
+fn read_weights_detects_the_format() {
+    let a = sclm_weights::read_weights(fixtures().join("reader_test.ckpt"), "model_state_dict")
+        .unwrap();
+    let b = read_torch(fixtures().join("reader_test.ckpt"), "model_state_dict").unwrap();
+    assert_eq!(a, b);
+    let st = sclm_weights::read_weights(fixtures().join("reader_test.expected.safetensors"), "")
+        .unwrap();
+    assert_eq!(st, expected());
+    let nested = sclm_weights::read_weights(
+        fixtures().join("reader_test.expected.safetensors"),
+        "nested/inner",
+    )
+    .unwrap();
+    assert_eq!(nested.keys().collect::<Vec<_>>(), vec!["w"]);
+    assert!(sclm_weights::read_weights(
+        fixtures().join("reader_test.expected.safetensors"),
+        "nope"
+    )
+    .is_err());
+}
