@@ -433,12 +433,8 @@ impl PerformerAttention {
         (dash - diag - stab).exp().add_scalar(FAVOR_EPS).mul_scalar((m as f64).powf(-0.5))
     }
 
-    /// Forward pass (self-attention).
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, seq, d_model]`, `key_padding_mask`: `[batch, seq]` (`true` = padded)
-    /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+    /// Features of queries and keys (padded keys zeroed) and the values (padded rows zeroed).
+    fn qkv_features(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let q = split_heads(self.query_projection.forward(x.clone()), self.n_heads);
         let k = split_heads(self.key_projection.forward(x.clone()), self.n_heads);
         let mut v = split_heads(self.value_projection.forward(x), self.n_heads);
@@ -449,11 +445,34 @@ impl PerformerAttention {
             kf = kf * w.clone();
             v = v * w;
         }
+        (qf, kf, v)
+    }
+
+    /// Forward pass (self-attention), linear in the sequence length.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `key_padding_mask`: `[batch, seq]` (`true` = padded)
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let (qf, kf, v) = self.qkv_features(x, key_padding_mask);
         let k_sum = kf.clone().sum_dim(2); // [b,h,1,m]
         let denom = (qf.clone() * k_sum).sum_dim(3); // [b,h,n,1]
         let context = kf.swap_dims(2, 3).matmul(v); // [b,h,m,dh]
         let out = qf.matmul(context) / denom;
         self.dropout.forward(self.out_projection.forward(merge_heads(out)))
+    }
+
+    /// The implicit attention matrix `φ(Q)φ(K)ᵀ` row-normalised (rows sum to one); for small
+    /// sequences (attention export).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `key_padding_mask`: `[batch, seq]`
+    /// - output: `[batch, heads, seq, seq]`
+    pub fn implicit_weights(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+        let (qf, kf, _) = self.qkv_features(x, key_padding_mask);
+        let w = qf.matmul(kf.swap_dims(2, 3));
+        let denom = w.clone().sum_dim(3);
+        w / denom
     }
 }
 
@@ -515,6 +534,22 @@ impl Attention {
             Attention::Softmax(a) => a.forward(x, key_padding_mask),
             Attention::Flow(a) => a.forward(x, key_padding_mask),
             Attention::Performer(a) => a.forward(x, key_padding_mask),
+        }
+    }
+
+    /// The cell–cell (token–token) weights of whichever kind: softmax probabilities, the
+    /// Flowformer's effective weights, or the Performer's implicit normalised kernel. Forms an
+    /// N×N tensor per head: for small sequences (attention export).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` (the attention input, i.e. after the pre-norm),
+    ///   `key_padding_mask`: `[batch, seq]`
+    /// - output: `[batch, heads, seq, seq]`
+    pub fn weights(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+        match self {
+            Attention::Softmax(a) => a.probabilities(x.clone(), x, key_padding_mask),
+            Attention::Flow(a) => a.cell_weights(x, key_padding_mask),
+            Attention::Performer(a) => a.implicit_weights(x, key_padding_mask),
         }
     }
 }

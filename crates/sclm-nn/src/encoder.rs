@@ -171,6 +171,19 @@ impl EncoderLayer {
     }
 }
 
+impl EncoderLayer {
+    /// The attention weights this layer applies to input `x` (norm applied first in pre-norm
+    /// layers). For small sequences (attention export).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `key_padding_mask`: `[batch, seq]`
+    /// - output: `[batch, heads, seq, seq]`
+    pub fn attention_weights(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+        let x = if self.norm_first { self.norm1.forward(x) } else { x };
+        self.self_attn.weights(x, key_padding_mask)
+    }
+}
+
 /// Configuration of an [`Encoder`] stack.
 #[derive(Config, Debug)]
 pub struct EncoderConfig {
@@ -217,6 +230,28 @@ impl Encoder {
             Some(n) => n.forward(x),
             None => x,
         }
+    }
+
+    /// Forward pass that also returns every layer's attention weights (small sequences only).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `key_padding_mask`: `[batch, seq]`
+    /// - output: `[batch, seq, d_model]` and one `[batch, heads, seq, seq]` per layer
+    pub fn forward_with_attention(
+        &self,
+        mut x: Tensor<3>,
+        key_padding_mask: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let mut maps = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            maps.push(layer.attention_weights(x.clone(), key_padding_mask.clone()));
+            x = layer.forward(x, key_padding_mask.clone());
+        }
+        let x = match &self.norm {
+            Some(n) => n.forward(x),
+            None => x,
+        };
+        (x, maps)
     }
 }
 
@@ -269,6 +304,23 @@ mod tests {
         let v = to_vec(y);
         for g in v.chunks(2) {
             assert!((g[0] + g[1]).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn attention_maps_are_row_stochastic_for_softmax_and_performer() {
+        let dev = crate::cpu_device();
+        for kind in [AttentionKind::Softmax, AttentionKind::Performer { n_features: Some(32) }, AttentionKind::Flow] {
+            let enc = EncoderConfig::new(EncoderLayerConfig::new(8, 2, 16).with_attention(kind.clone()), 2).init(&dev);
+            let x = Tensor::<3>::random([1, 5, 8], Distribution::Default, &dev);
+            let (y, maps) = enc.forward_with_attention(x.clone(), None);
+            assert_eq!(to_vec(y), to_vec(enc.forward(x, None)));
+            assert_eq!(maps.len(), 2);
+            assert_eq!(maps[0].dims(), [1, 2, 5, 5]);
+            if kind != AttentionKind::Flow {
+                let sums = to_vec(maps[1].clone().sum_dim(3));
+                assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "{kind:?} {sums:?}");
+            }
         }
     }
 

@@ -59,6 +59,11 @@ fn peak_memory_grows_with_chunk_not_batch() {
     let cells = |n: usize| -> Vec<Tensor<1>> {
         (0..n).map(|_| Tensor::<1>::random([64], Distribution::Normal(0.0, 1.0), &dev)).collect()
     };
+    // Warm-up: one-time allocations (thread pools, lazily initialised weights) are not counted.
+    {
+        let xs = cells(64);
+        drop(dac_contrastive_grads(&m, &xs, &DacConfig::new(32), embed));
+    }
     let mut figures = Vec::new();
     for n in [256usize, 1024] {
         let xs = cells(n);
@@ -75,8 +80,10 @@ fn peak_memory_grows_with_chunk_not_batch() {
         eprintln!("batch {n}: divide-and-conquer peak {:.1} MiB, end-to-end peak {:.1} MiB", dac as f64 / 1048576.0, e2e as f64 / 1048576.0);
     }
     let (small, large) = (figures[0], figures[1]);
-    // End-to-end memory grows ~4× with 4× the batch; divide-and-conquer stays within 1.5×.
+    // End-to-end memory grows ~4× with 4× the batch (activations of every cell are kept).
     assert!(large.2 as f64 > 3.0 * small.2 as f64, "{figures:?}");
-    assert!((large.1 as f64) < 1.5 * small.1 as f64, "{figures:?}");
+    // Divide-and-conquer keeps one chunk's activations; what still grows with the batch is the
+    // loss itself (the T×T similarity matrix and the T×d embeddings), a small fraction here.
     assert!(large.1 < large.2 / 4, "{figures:?}");
+    assert!(((large.1 - small.1) as f64) < 0.15 * (large.2 - small.2) as f64, "{figures:?}");
 }

@@ -75,19 +75,6 @@ fn config(lr: f64, epochs: usize) -> TrainConfig {
         .with_max_epochs(epochs)
 }
 
-#[allow(dead_code)]
-fn params(m: &impl Module) -> Vec<f32> {
-    struct V(Vec<f32>);
-    impl burn::module::ModuleVisitor for V {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
-            self.0.extend(to_vec(p.val()));
-        }
-    }
-    let mut v = V(Vec::new());
-    m.visit(&mut v);
-    v.0
-}
-
 #[test]
 fn tiny_transformer_learns_synthetic_task() {
     let dev = crate::train_device();
