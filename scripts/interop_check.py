@@ -51,6 +51,10 @@ def cmp_matrix(where, a, b, same_format=True, same_dtype=True):
         fail(where, f"sparse {sp.issparse(a)} != {sp.issparse(b)}")
     if same_dtype and a.dtype != b.dtype:
         fail(where, f"dtype {a.dtype} != {b.dtype}")
+    for m in (a, b):
+        # scipy's compiled routines (used by scanpy, e.g. calculate_qc_metrics) need one index type.
+        if sp.issparse(m) and m.indices.dtype != m.indptr.dtype:
+            fail(where, f"sparse index types differ: indices {m.indices.dtype}, indptr {m.indptr.dtype}")
     da, db = dense(a), dense(b)
     if not np.array_equal(da, db, equal_nan=True):
         k = np.argwhere(~((da == db) | (np.isnan(da) & np.isnan(db))))[0]

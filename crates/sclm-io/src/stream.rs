@@ -233,7 +233,10 @@ pub struct H5adStreamWriter {
     name: String,
     indptr: Vec<i64>,
     buf_data: Vec<f32>,
-    buf_idx: Vec<i32>,
+    buf_idx: Vec<i64>,
+    /// Index type of `X/indices` and `X/indptr`: int64 when the matrix could hold more than
+    /// `i32::MAX` values, else int32. Both always share one type, as scipy requires.
+    wide: bool,
     n_obs: usize,
     n_vars: usize,
     rows: usize,
@@ -265,6 +268,7 @@ impl H5adStreamWriter {
         }
         let tmp = temp_beside(path)?.into_temp_path();
         let n2 = name.clone();
+        let wide = (n_obs as u128) * (n_vars as u128) > i32::MAX as u128;
         let file = guard(&name, || {
             let mut b = FileBuilder::new();
             build_anndata(&mut b, template, opts, false);
@@ -275,8 +279,8 @@ impl H5adStreamWriter {
                 let d = g.create_dataset(k);
                 match dt {
                     0 => d.with_f32_data(&[]),
-                    1 => d.with_i32_data(&[]),
-                    _ => d.with_i64_data(&[]),
+                    _ if wide => d.with_i64_data(&[]),
+                    _ => d.with_i32_data(&[]),
                 };
                 let ch = if dt == 2 { (n_obs + 1).clamp(1, CHUNK) } else { CHUNK };
                 d.with_shape(&[0]).with_maxshape(&[MaxExtent::Unlimited]).with_chunks(&[ch as u64]);
@@ -302,6 +306,7 @@ impl H5adStreamWriter {
             indptr,
             buf_data: Vec::with_capacity(FLUSH + CHUNK),
             buf_idx: Vec::with_capacity(FLUSH + CHUNK),
+            wide,
             n_obs,
             n_vars,
             rows: 0,
@@ -328,7 +333,7 @@ impl H5adStreamWriter {
         while off < rows.data.len() {
             let take = FLUSH.saturating_sub(self.buf_data.len()).max(CHUNK).min(rows.data.len() - off);
             self.buf_data.extend_from_slice(&rows.data[off..off + take]);
-            self.buf_idx.extend(rows.indices[off..off + take].iter().map(|&c| c as i32));
+            self.buf_idx.extend(rows.indices[off..off + take].iter().map(|&c| c as i64));
             off += take;
             if self.buf_data.len() >= FLUSH {
                 let whole = self.buf_data.len() / CHUNK * CHUNK;
@@ -346,9 +351,15 @@ impl H5adStreamWriter {
         };
         let (d, i) = (&mut x.data, &mut x.indices);
         let (bd, bi) = (&self.buf_data[..n], &self.buf_idx[..n]);
+        let wide = self.wide;
         guard(&name, || {
             d.append(bd).map_err(|e| fmt_err(&name, "X/data", format!("cannot append: {e}")))?;
-            i.append(bi).map_err(|e| fmt_err(&name, "X/indices", format!("cannot append: {e}")))
+            let r = if wide {
+                i.append(bi)
+            } else {
+                i.append(&bi.iter().map(|&c| c as i32).collect::<Vec<i32>>())
+            };
+            r.map_err(|e| fmt_err(&name, "X/indices", format!("cannot append: {e}")))
         })?;
         self.buf_data.drain(..n);
         self.buf_idx.drain(..n);
@@ -366,7 +377,14 @@ impl H5adStreamWriter {
         let name = self.name.clone();
         let mut x = self.ds.take().ok_or_else(|| fmt_err(&name, "X", "writer already closed"))?;
         let ip = &self.indptr;
-        guard(&name, || x.indptr.append(ip).map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}"))))?;
+        if !self.wide && ip.last().is_some_and(|&n| n > i32::MAX as i64) {
+            return Err(fmt_err(&name, "X/indptr", "more stored values than int32 row pointers can hold"));
+        }
+        let wide = self.wide;
+        guard(&name, || {
+            let r = if wide { x.indptr.append(ip) } else { x.indptr.append(&ip.iter().map(|&p| p as i32).collect::<Vec<i32>>()) };
+            r.map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}")))
+        })?;
         // Every dataset handle is released before the file is closed.
         drop(x);
         if let Some(f) = self.file.take() {
