@@ -1,0 +1,2 @@
+//! placeholder (work in progress)
+#![warn(missing_docs)]
