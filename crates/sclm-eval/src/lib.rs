@@ -26,3 +26,4 @@ pub mod plot;
 
 pub use plot::{scatter_png, ColorBy};
 pub mod protocols;
+pub mod baselines;

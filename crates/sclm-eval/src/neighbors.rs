@@ -220,3 +220,41 @@ pub fn connected_components(adj: &CsrMatrix) -> Vec<usize> {
     }
     comp
 }
+
+/// Exact kNN of each `query` row among the `reference` rows (brute force, parallel);
+/// neighbour indices refer to reference rows. Ties are broken by the lower index.
+pub fn knn_query(reference: &Dense<f32>, query: &Dense<f32>, k: usize) -> Result<KnnGraph> {
+    if reference.ncols != query.ncols {
+        return invalid(format!(
+            "kNN query: reference has {} columns, query {}",
+            reference.ncols, query.ncols
+        ));
+    }
+    if k == 0 || k > reference.nrows {
+        return invalid(format!("kNN query: k = {k} but the reference has {} rows", reference.nrows));
+    }
+    if reference.data.iter().chain(&query.data).any(|v| !v.is_finite()) {
+        return invalid("kNN query: non-finite values");
+    }
+    let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..query.nrows)
+        .into_par_iter()
+        .map(|i| {
+            let q = query.row(i);
+            let mut d: Vec<(f64, u32)> = (0..reference.nrows).map(|j| (sqdist(q, reference.row(j)), j as u32)).collect();
+            let cmp = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if k < d.len() {
+                d.select_nth_unstable_by(k - 1, cmp);
+                d.truncate(k);
+            }
+            d.sort_by(cmp);
+            (d.iter().map(|p| p.1).collect(), d.iter().map(|p| p.0.sqrt() as f32).collect())
+        })
+        .collect();
+    let mut indices = Vec::with_capacity(query.nrows * k);
+    let mut distances = Vec::with_capacity(query.nrows * k);
+    for (a, b) in rows {
+        indices.extend(a);
+        distances.extend(b);
+    }
+    Ok(KnnGraph { k, indices, distances })
+}
