@@ -52,17 +52,18 @@ pub struct LogRegOptions {
     /// Inverse L2 strength as scikit-learn's `C` (default 1.0): minimises
     /// C · Σ cross-entropy + ½‖W‖² (intercepts unpenalised).
     pub c: f64,
-    /// Maximum L-BFGS iterations (default 500).
+    /// Maximum L-BFGS iterations (default 1000).
     pub max_iter: usize,
     /// Stop when the largest gradient entry falls below this (default 1e-6).
     pub tol: f64,
-    /// Standardise features with the training mean / sd first (default true).
+    /// Standardise features with the training mean / sd first (default false, as
+    /// scikit-learn; standardising many weak PCA components hurts, e.g. PCA-512).
     pub standardize: bool,
 }
 
 impl Default for LogRegOptions {
     fn default() -> Self {
-        LogRegOptions { c: 1.0, max_iter: 500, tol: 1e-6, standardize: true }
+        LogRegOptions { c: 1.0, max_iter: 1000, tol: 1e-6, standardize: false }
     }
 }
 
@@ -402,4 +403,38 @@ pub fn knn_impute(reference_shared: &Dense<f32>, reference_target: &Dense<f32>, 
         })
         .collect();
     Ok(Dense { nrows: query_shared.nrows, ncols: t, data })
+}
+
+/// Options of [`pca_baseline`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PcaBaselineOptions {
+    /// Principal components (default 50; CellPLM-sized embeddings use 512).
+    pub n_comps: usize,
+    /// Highly variable genes kept before PCA (default 2000; all genes if fewer).
+    pub n_top_genes: Option<usize>,
+    /// Test fraction of the stratified split of the annotation baseline (default 0.3).
+    pub test_frac: f64,
+    /// Seed of PCA, the split and Leiden (default 0).
+    pub seed: u64,
+}
+
+impl Default for PcaBaselineOptions {
+    fn default() -> Self {
+        PcaBaselineOptions { n_comps: 50, n_top_genes: Some(2000), test_frac: 0.3, seed: 0 }
+    }
+}
+
+/// The PCA baseline on log-normalised data: the embedding's evaluation
+/// ([`crate::evaluate_embedding`]) and logistic-regression annotation on a stratified split.
+pub fn pca_baseline(lognorm: &Matrix, labels: &[String], batches: Option<&[String]>, opts: &PcaBaselineOptions) -> Result<(Dense<f32>, Vec<MetricsReport>)> {
+    check_len("PCA baseline: labels vs cells", lognorm.shape().0, labels.len())?;
+    let (emb, genes) = pca_embedding(lognorm, opts.n_comps, opts.n_top_genes, opts.seed)?;
+    let method = format!("PCA-{}", emb.ncols);
+    let eopts = crate::EvaluateOptions { seed: opts.seed, method: method.clone(), ..Default::default() };
+    let mut e = crate::evaluate_embedding(&emb, labels, batches, &eopts)?;
+    e.note("genes_used", genes.len());
+    let split = crate::protocols::stratified_split(labels, 0.0, opts.test_frac, opts.seed)?;
+    let a = annotation_baseline(&emb, labels, &split, &format!("{method} + logistic regression"), &LogRegOptions::default())?;
+    Ok((emb, vec![e, a]))
 }

@@ -26,7 +26,7 @@ fn logistic_regression_matches_sklearn() {
         .collect();
     let x = Dense::from_vec(rows.len(), 4, rows.concat()).unwrap();
     let y: Vec<String> = j["y"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    let opts = LogRegOptions { c: j["c"].as_f64().unwrap(), tol: 1e-9, ..Default::default() };
+    let opts = LogRegOptions { c: j["c"].as_f64().unwrap(), tol: 1e-9, standardize: true, ..Default::default() };
     let m = LogisticRegression::fit(&x, &y, &opts).unwrap();
     assert!(m.converged, "{} iterations", m.iterations);
     let p = m.predict_proba(&x).unwrap();
