@@ -1,8 +1,11 @@
-//! Principal component analysis by randomized SVD (Halko, Martinsson & Tropp 2011).
+//! Principal component analysis: exact covariance eigendecomposition (the default for up to
+//! 4096 genes) or randomized SVD (Halko, Martinsson & Tropp 2011).
 //!
-//! The data matrix is centred *implicitly*: for a sparse `X` the products with the centred
-//! matrix are `X·B − 1·(μᵀB)` and `Xᵀ·Q − μ·(1ᵀQ)`, so `X` is never densified. The small
-//! QR and SVD factorisations use `faer`. Signs follow scikit-learn ≥ 1.5 (`svd_flip` with
+//! The data matrix is centred *implicitly*, so a sparse `X` is never densified: the
+//! covariance solver accumulates `XᵀX` from the sparse rows (cache-sized tiles, in parallel)
+//! and subtracts `n·μμᵀ` before faer's self-adjoint eigendecomposition; the randomized
+//! solver multiplies with the centred matrix as `X·B − 1·(μᵀB)` and `Xᵀ·Q − μ·(1ᵀQ)`, with
+//! faer QR and SVD of the small matrices. Signs follow scikit-learn ≥ 1.5 (`svd_flip` with
 //! `u_based_decision=False`, which scanpy 1.11 uses): the largest-magnitude loading of each
 //! component is positive.
 
@@ -15,21 +18,41 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sclm_data::{AnnData, Array2, Column, CsrMatrix, Dense, Matrix, Value};
+use sclm_data::{AnnData, Array2, Column, Dense, Matrix, Value};
 
 use crate::stats::col_stats;
 use crate::{invalid, PreprocessError, Result};
+
+/// How [`pca`] computes the components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PcaSolver {
+    /// `covariance_eigh` when genes ≤ 4096 (the usual HVG case), else `randomized`.
+    #[default]
+    Auto,
+    /// Eigendecomposition of the genes × genes covariance matrix, accumulated from the sparse
+    /// rows (exact; cost ∝ Σ nnz(row)² + genes³).
+    CovarianceEigh,
+    /// Randomized SVD with power iterations (cost ∝ nnz · (n_comps + n_oversamples) · iterations).
+    Randomized,
+}
+
+/// Largest gene count for which [`PcaSolver::Auto`] picks the covariance solver.
+pub const COVARIANCE_MAX_GENES: usize = 4096;
 
 /// Options of [`pca`] (besides the number of components and the seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PcaOptions {
+    /// Solver (default `auto`).
+    pub solver: PcaSolver,
     /// Centre the genes (default true). Without centring this is a truncated SVD, with the
     /// variances reported as scikit-learn's `TruncatedSVD` reports them.
     pub zero_center: bool,
-    /// Extra random directions beyond `n_comps` (default 30).
+    /// Randomized solver: extra random directions beyond `n_comps` (default 30).
     pub n_oversamples: usize,
-    /// Power iterations (default 12); more give more accurate trailing components.
+    /// Randomized solver: power iterations (default 12); more give more accurate trailing
+    /// components.
     pub n_power_iter: usize,
     /// In [`pca_adata`]: use only the genes of `var['highly_variable']` when present
     /// (default true, as scanpy).
@@ -38,7 +61,7 @@ pub struct PcaOptions {
 
 impl Default for PcaOptions {
     fn default() -> Self {
-        PcaOptions { zero_center: true, n_oversamples: 30, n_power_iter: 12, use_highly_variable: true }
+        PcaOptions { solver: PcaSolver::Auto, zero_center: true, n_oversamples: 30, n_power_iter: 12, use_highly_variable: true }
     }
 }
 
@@ -60,7 +83,6 @@ pub struct Pca {
 /// The (implicitly centred) data matrix as a linear operator.
 struct Op<'a> {
     x: &'a Matrix,
-    xt: Option<CsrMatrix>,
     mean: Option<Vec<f64>>,
     n: usize,
     g: usize,
@@ -89,13 +111,13 @@ impl Op<'_> {
             Matrix::Csr(c) => {
                 let br = to_row_major(b);
                 let mut o = vec![0f64; self.n * l];
-                o.par_chunks_mut(l.max(1)).enumerate().for_each(|(i, row)| {
+                o.par_chunks_mut(l.max(1)).enumerate().with_min_len(256).for_each(|(i, row)| {
                     let (idx, val) = c.row(i);
                     for (&j, &v) in idx.iter().zip(val) {
                         let bj = &br[j as usize * l..(j as usize + 1) * l];
                         let v = v as f64;
-                        for t in 0..l {
-                            row[t] += v * bj[t];
+                        for (r, &bv) in row.iter_mut().zip(bj) {
+                            *r += v * bv;
                         }
                     }
                 });
@@ -125,20 +147,37 @@ impl Op<'_> {
     fn tmul(&self, q: MatRef<'_, f64>) -> Mat<f64> {
         let l = q.ncols();
         let mut out = match self.x {
-            Matrix::Csr(_) => {
-                let xt = self.xt.as_ref().expect("transpose prepared for CSR input");
+            Matrix::Csr(c) => {
+                // stream the cells in order; each task accumulates a genes × l block
                 let qr = to_row_major(q);
-                let mut o = vec![0f64; self.g * l];
-                o.par_chunks_mut(l.max(1)).enumerate().for_each(|(j, row)| {
-                    let (idx, val) = xt.row(j);
-                    for (&i, &v) in idx.iter().zip(val) {
-                        let qi = &qr[i as usize * l..(i as usize + 1) * l];
-                        let v = v as f64;
-                        for t in 0..l {
-                            row[t] += v * qi[t];
+                let g = self.g;
+                let tasks = (rayon::current_num_threads() * 2).max(1);
+                let chunk = self.n.div_ceil(tasks).max(1);
+                let rows: Vec<usize> = (0..self.n).collect();
+                let o = rows
+                    .par_chunks(chunk)
+                    .map(|part| {
+                        let mut acc = vec![0f64; g * l];
+                        for &i in part {
+                            let (idx, val) = c.row(i);
+                            let qi = &qr[i * l..(i + 1) * l];
+                            for (&j, &v) in idx.iter().zip(val) {
+                                let v = v as f64;
+                                let aj = &mut acc[j as usize * l..(j as usize + 1) * l];
+                                for (a, &qv) in aj.iter_mut().zip(qi) {
+                                    *a += v * qv;
+                                }
+                            }
                         }
-                    }
-                });
+                        acc
+                    })
+                    .reduce(
+                        || vec![0f64; g * l],
+                        |mut a, b| {
+                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                            a
+                        },
+                    );
                 from_row_major(&o, self.g, l)
             }
             Matrix::Dense(d) => {
@@ -166,6 +205,135 @@ fn orthonormal(y: &Mat<f64>) -> Mat<f64> {
     y.qr().compute_thin_Q()
 }
 
+/// Randomized SVD: returns loadings (g × k), singular values and the scores U·S (n × k).
+fn randomized_solve(op: &Op<'_>, k: usize, seed: u64, opts: &PcaOptions) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    let (n, g) = (op.n, op.g);
+    let l = (k + opts.n_oversamples).min(n.min(g));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let omega = Mat::<f64>::from_fn(g, l, |_, _| StandardNormal.sample(&mut rng));
+    let mut q = orthonormal(&op.mul(omega.as_ref()));
+    for _ in 0..opts.n_power_iter {
+        let z = orthonormal(&op.tmul(q.as_ref()));
+        q = orthonormal(&op.mul(z.as_ref()));
+    }
+    // B = Qᵀ A (l × g), computed as (Aᵀ Q)ᵀ
+    let bt = op.tmul(q.as_ref());
+    let svd = bt.thin_svd().map_err(|e| PreprocessError::Numeric(format!("pca: SVD of the projected matrix failed: {e:?}")))?;
+    // Bᵀ = W S Zᵀ  =>  B = Z S Wᵀ: left vectors of B are Z (l × l), right vectors W (g × l)
+    let (w, s, z) = (svd.U(), svd.S().column_vector(), svd.V());
+    let uq = &q * z; // n × l
+    let sv: Vec<f64> = (0..k).map(|c| s[c]).collect();
+    let scores = Mat::from_fn(n, k, |i, c| uq[(i, c)] * sv[c]);
+    Ok((w.subcols(0, k).to_owned(), sv, scores))
+}
+
+/// Covariance eigendecomposition: Aᵀ A accumulated from the rows, then the top `k`
+/// eigenvectors; the scores are A·V.
+fn covariance_solve(op: &Op<'_>, k: usize) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    let (n, g) = (op.n, op.g);
+    let mut gram = gram(op.x);
+    if let Some(mu) = &op.mean {
+        let nf = n as f64;
+        for a in 0..g {
+            for b in 0..g {
+                gram[(a, b)] -= nf * mu[a] * mu[b];
+            }
+        }
+    }
+    let evd = gram
+        .self_adjoint_eigen(faer::Side::Lower)
+        .map_err(|e| PreprocessError::Numeric(format!("pca: eigendecomposition of the covariance matrix failed: {e:?}")))?;
+    let (u, s) = (evd.U(), evd.S().column_vector());
+    let mut order: Vec<usize> = (0..g).collect();
+    order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+    let w = Mat::from_fn(g, k, |j, c| u[(j, order[c])]);
+    let sv: Vec<f64> = (0..k).map(|c| s[order[c]].max(0.0).sqrt()).collect();
+    let scores = op.mul(w.as_ref());
+    Ok((w, sv, scores))
+}
+
+/// XᵀX (g × g, f64) of a sparse or dense matrix, in parallel over blocks of rows.
+fn gram(x: &Matrix) -> Mat<f64> {
+    let (n, g) = x.shape();
+    let rows: Vec<usize> = (0..n).collect();
+    let acc = match x {
+        Matrix::Csr(c) => {
+            // tiles of the upper triangle, each accumulated over all cells (cache-sized
+            // accumulators; no reduction needed)
+            let tile: usize = 512;
+            let nt = g.div_ceil(tile);
+            let tiles: Vec<(usize, usize)> = (0..nt).flat_map(|a| (a..nt).map(move |b| (a, b))).collect();
+            let parts: Vec<((usize, usize), Vec<f64>)> = tiles
+                .par_iter()
+                .map(|&(ta, tb)| {
+                    let (r0, r1) = (ta * tile, ((ta + 1) * tile).min(g));
+                    let (c0, c1) = (tb * tile, ((tb + 1) * tile).min(g));
+                    let w = c1 - c0;
+                    let mut acc = vec![0f64; (r1 - r0) * w];
+                    for i in 0..n {
+                        let (idx, val) = c.row(i);
+                        let a0 = idx.partition_point(|&j| (j as usize) < r0);
+                        let a1 = idx.partition_point(|&j| (j as usize) < r1);
+                        if a0 == a1 {
+                            continue;
+                        }
+                        let b0 = idx.partition_point(|&j| (j as usize) < c0);
+                        let b1 = idx.partition_point(|&j| (j as usize) < c1);
+                        for a in a0..a1 {
+                            let va = val[a] as f64;
+                            let row = &mut acc[(idx[a] as usize - r0) * w..(idx[a] as usize - r0 + 1) * w];
+                            let start = if ta == tb { a.max(b0) } else { b0 };
+                            for (&jb, &vb) in idx[start..b1].iter().zip(&val[start..b1]) {
+                                row[jb as usize - c0] += va * vb as f64;
+                            }
+                        }
+                    }
+                    ((ta, tb), acc)
+                })
+                .collect();
+            let mut full = vec![0f64; g * g];
+            for ((ta, tb), acc) in parts {
+                let (r0, c0) = (ta * tile, tb * tile);
+                let w = (((tb + 1) * tile).min(g)) - c0;
+                for (k, v) in acc.iter().enumerate() {
+                    let (r, cc) = (r0 + k / w, c0 + k % w);
+                    if cc >= r {
+                        full[r * g + cc] = *v;
+                    }
+                }
+            }
+            full
+        }
+        Matrix::Dense(d) => {
+            // f32 GEMM per block of rows, accumulated in f64
+            let block = 4096;
+            rows.par_chunks(block)
+                .map(|part| {
+                    let (r0, r1) = (part[0], part[part.len() - 1] + 1);
+                    let a = MatRef::from_row_major_slice(&d.data[r0 * g..r1 * g], r1 - r0, g);
+                    let mut o = Mat::<f32>::zeros(g, g);
+                    matmul(o.as_mut(), Accum::Replace, a.transpose(), a, 1.0f32, Par::Seq);
+                    let mut acc = vec![0f64; g * g];
+                    for jb in 0..g {
+                        for ja in 0..=jb {
+                            acc[ja * g + jb] = o[(ja, jb)] as f64;
+                        }
+                    }
+                    acc
+                })
+                .reduce(
+                    || vec![0f64; g * g],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                        a
+                    },
+                )
+        }
+    };
+    // symmetric from the upper triangle
+    Mat::from_fn(g, g, |a, b| if a <= b { acc[a * g + b] } else { acc[b * g + a] })
+}
+
 /// PCA of `x` (cells × genes) with `n_comps` components; `seed` fixes the random start.
 pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<Pca> {
     let step = "pca";
@@ -180,45 +348,40 @@ pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<P
     let (mean, var) = col_stats(x, None).mean_var(n);
     let op = Op {
         x,
-        xt: match x {
-            Matrix::Csr(c) => Some(c.transpose()),
-            Matrix::Dense(_) => None,
-        },
         mean: if opts.zero_center { Some(mean.clone()) } else { None },
         n,
         g,
     };
-    let l = (n_comps + opts.n_oversamples).min(kmax);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let omega = Mat::<f64>::from_fn(g, l, |_, _| StandardNormal.sample(&mut rng));
-    let mut q = orthonormal(&op.mul(omega.as_ref()));
-    for _ in 0..opts.n_power_iter {
-        let z = orthonormal(&op.tmul(q.as_ref()));
-        q = orthonormal(&op.mul(z.as_ref()));
-    }
-    // B = Qᵀ A (l × g), computed as (Aᵀ Q)ᵀ
-    let bt = op.tmul(q.as_ref());
-    let svd = bt.thin_svd().map_err(|e| PreprocessError::Numeric(format!("pca: SVD of the projected matrix failed: {e:?}")))?;
-    // Bᵀ = W S Zᵀ  =>  B = Z S Wᵀ: left vectors of B are Z (l × l), right vectors W (g × l)
-    let (w, s, z) = (svd.U(), svd.S().column_vector(), svd.V());
-    let uq = &q * z; // n × l
+    let use_cov = match opts.solver {
+        PcaSolver::CovarianceEigh => true,
+        PcaSolver::Randomized => false,
+        PcaSolver::Auto => g <= COVARIANCE_MAX_GENES,
+    };
+    let (w, sv, uq): (Mat<f64>, Vec<f64>, Mat<f64>) = if use_cov {
+        covariance_solve(&op, n_comps)?
+    } else {
+        randomized_solve(&op, n_comps, seed, opts)?
+    };
     let k = n_comps;
     let mut emb = Dense::<f32>::zeros(n, k);
     let mut comps = Dense::<f32>::zeros(k, g);
-    let mut sv = Vec::with_capacity(k);
     for c in 0..k {
-        let sc = s[c];
-        // sign: largest |loading| positive
-        let jmax = (0..g).max_by(|&a, &b| w[(a, c)].abs().total_cmp(&w[(b, c)].abs())).unwrap_or(0);
+        // sign: largest |loading| positive (first index on ties, as numpy's argmax)
+        let mut jmax = 0;
+        for j in 1..g {
+            if w[(j, c)].abs() > w[(jmax, c)].abs() {
+                jmax = j;
+            }
+        }
         let sign = if w[(jmax, c)] < 0.0 { -1.0 } else { 1.0 };
         for j in 0..g {
             comps.data[c * g + j] = (sign * w[(j, c)]) as f32;
         }
         for i in 0..n {
-            emb.data[i * k + c] = (sign * uq[(i, c)] * sc) as f32;
+            emb.data[i * k + c] = (sign * uq[(i, c)]) as f32;
         }
-        sv.push(sc);
     }
+
     let (variance, variance_ratio) = if opts.zero_center {
         let total: f64 = var.iter().sum();
         let ev: Vec<f64> = sv.iter().map(|s| s * s / (n as f64 - 1.0).max(1.0)).collect();
@@ -265,6 +428,7 @@ pub fn pca_adata(adata: &mut AnnData, n_comps: usize, seed: u64, opts: &PcaOptio
     let mut pcs = Dense::<f32>::zeros(g, k);
     let cols: Vec<usize> = mask.clone().unwrap_or_else(|| (0..g).collect());
     let gs = cols.len();
+    let adata_genes_for_pca = gs;
     for c in 0..k {
         for (t, &j) in cols.iter().enumerate() {
             pcs.data[j * k + c] = res.components.data[c * gs + t];
@@ -275,7 +439,13 @@ pub fn pca_adata(adata: &mut AnnData, n_comps: usize, seed: u64, opts: &PcaOptio
     let mut params = BTreeMap::new();
     params.insert("zero_center".to_string(), Value::Bool(opts.zero_center));
     params.insert("use_highly_variable".to_string(), Value::Bool(mask.is_some()));
-    params.insert("svd_solver".to_string(), Value::Str("randomized".into()));
+    let solver = match opts.solver {
+        PcaSolver::CovarianceEigh => "covariance_eigh",
+        PcaSolver::Randomized => "randomized",
+        PcaSolver::Auto if adata_genes_for_pca <= COVARIANCE_MAX_GENES => "covariance_eigh",
+        PcaSolver::Auto => "randomized",
+    };
+    params.insert("svd_solver".to_string(), Value::Str(solver.into()));
     let mut p = BTreeMap::new();
     p.insert("variance".to_string(), Value::F64Array { shape: vec![k], data: res.variance.clone() });
     p.insert("variance_ratio".to_string(), Value::F64Array { shape: vec![k], data: res.variance_ratio.clone() });

@@ -19,7 +19,7 @@
 //! | `log1p` | — |
 //! | `hvg` (`highly_variable_genes`) | `flavor` (`seurat` \| `seurat_v3`) [seurat], `n_top_genes`, `min_mean` [0.0125], `max_mean` [3], `min_disp` [0.5], `max_disp` [inf], `n_bins` [20], `span` [0.3], `batch_key`, `subset` [false], `layer` |
 //! | `scale` | `zero_center` [true], `max_value` |
-//! | `pca` | `n_comps` [50], `zero_center` [true], `n_oversamples` [30], `n_power_iter` [12], `use_highly_variable` [true] |
+//! | `pca` | `n_comps` [50], `solver` (`auto` \| `covariance_eigh` \| `randomized`) [auto], `zero_center` [true], `n_oversamples` [30], `n_power_iter` [12], `use_highly_variable` [true] |
 //!
 //! Example: `filter_cells:min_genes=200,filter_genes:min_cells=3,normalize_total:target_sum=1e4,log1p,hvg:flavor=seurat_v3:n_top_genes=2000:subset=true,scale:max_value=10,pca:n_comps=50`.
 //!
@@ -35,7 +35,15 @@ use sclm_data::{AnnData, Matrix};
 
 use crate::hvg::{highly_variable_genes, HvgFlavor, HvgOptions};
 use crate::normalize::{log1p_adata, normalize_total_adata, scale, NormalizeOptions};
-use crate::pca::{pca_adata, PcaOptions};
+use crate::pca::{pca_adata, PcaOptions, PcaSolver};
+
+fn solver_name(s: PcaSolver) -> &'static str {
+    match s {
+        PcaSolver::Auto => "auto",
+        PcaSolver::CovarianceEigh => "covariance_eigh",
+        PcaSolver::Randomized => "randomized",
+    }
+}
 use crate::qc::{calculate_qc_metrics, filter_cells, filter_genes, CellFilter, GeneFilter, QcOptions};
 use crate::{PreprocessError, Result};
 
@@ -201,6 +209,9 @@ impl fmt::Display for Step {
                     opt("n_comps", Some(p.n_comps.to_string()));
                 }
                 let (o, od) = (&p.options, &d.options);
+                if o.solver != od.solver {
+                    opt("solver", Some(solver_name(o.solver).into()));
+                }
                 if o.zero_center != od.zero_center {
                     opt("zero_center", Some(o.zero_center.to_string()));
                 }
@@ -380,9 +391,17 @@ pub fn parse_steps(input: &str) -> Result<Vec<Step>> {
                 })
             }
             "pca" => {
-                kv.check_keys(&["n_comps", "zero_center", "n_oversamples", "n_power_iter", "use_highly_variable"])?;
+                kv.check_keys(&["n_comps", "solver", "zero_center", "n_oversamples", "n_power_iter", "use_highly_variable"])?;
                 let mut p = PcaStep::default();
                 if let Some(v) = kv.num("n_comps")? { p.n_comps = v }
+                if let Some(v) = kv.raw("solver") {
+                    p.options.solver = match v {
+                        "auto" => PcaSolver::Auto,
+                        "covariance_eigh" => PcaSolver::CovarianceEigh,
+                        "randomized" => PcaSolver::Randomized,
+                        other => return Err(perr(part, format!("unknown pca solver '{other}'; known: auto, covariance_eigh, randomized"))),
+                    };
+                }
                 if let Some(v) = kv.boolean("zero_center")? { p.options.zero_center = v }
                 if let Some(v) = kv.num("n_oversamples")? { p.options.n_oversamples = v }
                 if let Some(v) = kv.num("n_power_iter")? { p.options.n_power_iter = v }
@@ -513,9 +532,13 @@ mod tests {
         assert!(json.contains("\"step\":\"hvg\"") && json.contains("\"flavor\":\"seurat_v3\""), "{json}");
         let back: Vec<Step> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, steps);
-        let qc = parse_steps(" qc : mito_prefix=MT-|mt-|Mt- , normalize_total:target_sum=median, hvg:max_disp=inf").unwrap();
+        let qc = parse_steps(" qc : mito_prefix=MT-|mt-|Mt- , normalize_total:target_sum=median, hvg:max_disp=inf, pca:solver=randomized:n_power_iter=4").unwrap();
         assert_eq!(qc[0], Step::Qc(QcOptions { mito_prefixes: vec!["MT-".into(), "mt-".into(), "Mt-".into()], log1p: true }));
         assert_eq!(qc[1], Step::NormalizeTotal(NormalizeOptions::default()));
+        match &qc[3] {
+            Step::Pca(p) => assert_eq!((p.options.solver, p.options.n_power_iter), (PcaSolver::Randomized, 4)),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(parse_steps(&steps_to_string(&qc)).unwrap(), qc);
     }
 

@@ -260,20 +260,28 @@ fn compare_pca(name: &str, p: &sclm_preprocess::Pca, e: &J) {
 
 #[test]
 fn pca_matches_scanpy_sparse_and_dense() {
+    use sclm_preprocess::pca::PcaSolver;
     let fx = fixture();
     let ad = log_data(&fx);
     let e = &fx["pca_sparse"];
     let hv = usizes(&e["hvg_index"]);
     let sub = ad.x.select_cols(&hv);
     assert!(matches!(sub, Matrix::Csr(_)));
-    let mut opts = sclm_preprocess::PcaOptions::default();
-    if let Ok(v) = std::env::var("PCA_ITERS") { opts.n_power_iter = v.parse().unwrap(); }
-    if let Ok(v) = std::env::var("PCA_OVER") { opts.n_oversamples = v.parse().unwrap(); }
-    let p = sclm_preprocess::pca(&sub, 10, 0, &opts).unwrap();
-    compare_pca("pca (sparse, implicit centring)", &p, e);
     let (scaled, _, _) = scale(&sub, true, Some(10.0)).unwrap();
-    let p = sclm_preprocess::pca(&Matrix::Dense(scaled), 10, 0, &opts).unwrap();
-    compare_pca("pca (dense, scaled)", &p, &fx["pca_dense"]);
+    let scaled = Matrix::Dense(scaled);
+    for solver in [PcaSolver::CovarianceEigh, PcaSolver::Randomized] {
+        let mut opts = sclm_preprocess::PcaOptions { solver, ..Default::default() };
+        if let Ok(v) = std::env::var("PCA_ITERS") {
+            opts.n_power_iter = v.parse().unwrap();
+        }
+        if let Ok(v) = std::env::var("PCA_OVER") {
+            opts.n_oversamples = v.parse().unwrap();
+        }
+        let p = sclm_preprocess::pca(&sub, 10, 0, &opts).unwrap();
+        compare_pca(&format!("pca {solver:?} (sparse, implicit centring)"), &p, e);
+        let p = sclm_preprocess::pca(&scaled, 10, 0, &opts).unwrap();
+        compare_pca(&format!("pca {solver:?} (dense, scaled)"), &p, &fx["pca_dense"]);
+    }
 }
 
 #[test]
