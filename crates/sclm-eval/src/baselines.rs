@@ -230,7 +230,7 @@ impl LogisticRegression {
         if classes.len() < 2 {
             return invalid("logistic regression needs at least two classes");
         }
-        if !(opts.c > 0.0) {
+        if opts.c.is_nan() || opts.c <= 0.0 {
             return invalid(format!("logistic regression: C must be positive, got {}", opts.c));
         }
         if x.data.iter().any(|v| !v.is_finite()) {

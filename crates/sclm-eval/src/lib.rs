@@ -10,6 +10,8 @@
 //! - [`protocols`]: seeded task protocols (simulated dropout, gene hold-out, splits);
 //! - [`report`]: the [`MetricsReport`] printed by the command line and [`evaluate_embedding`].
 #![warn(missing_docs)]
+// Index loops read more clearly than iterator chains in the numerical kernels.
+#![allow(clippy::needless_range_loop)]
 
 pub mod error;
 pub mod labels;

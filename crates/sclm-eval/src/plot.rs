@@ -65,7 +65,7 @@ pub fn category_color(i: usize, k: usize) -> RGBColor {
         return RGBColor(r, g, b);
     }
     let h = i as f64 / k as f64;
-    let c = HSLColor(h, 0.65, if i % 2 == 0 { 0.45 } else { 0.62 });
+    let c = HSLColor(h, 0.65, if i.is_multiple_of(2) { 0.45 } else { 0.62 });
     let rgb = c.to_rgba();
     RGBColor(rgb.0, rgb.1, rgb.2)
 }

@@ -67,7 +67,7 @@ impl Default for DropoutOptions {
 /// and the mask. Per eligible cell, round(rate · Jᵢ) of its Jᵢ non-zero entries are drawn
 /// without replacement with weights exp(−x/scale) (Efraimidis–Spirakis keys).
 pub fn simulate_dropout(counts: &CsrMatrix, opts: &DropoutOptions) -> Result<(CsrMatrix, DropoutMask)> {
-    if !(0.0..=1.0).contains(&opts.rate) || !(opts.scale > 0.0) {
+    if !(0.0..=1.0).contains(&opts.rate) || opts.scale.is_nan() || opts.scale <= 0.0 {
         return invalid(format!("dropout: rate must be in [0, 1] and scale > 0, got {} and {}", opts.rate, opts.scale));
     }
     if counts.data.iter().any(|v| !v.is_finite() || *v < 0.0) {

@@ -55,7 +55,7 @@ fn classification_matches_sklearn() {
     close(roc_auc(&bt, &bs).unwrap(), f(&j["roc_auc"]), 1e-12, "AUROC");
     close(average_precision(&bt, &bs).unwrap(), f(&j["average_precision"]), 1e-12, "AP");
 
-    let yt: Vec<bool> = j["ml_true"].as_array().unwrap().iter().flat_map(|r| iv(r)).map(|x| x == 1).collect();
+    let yt: Vec<bool> = j["ml_true"].as_array().unwrap().iter().flat_map(iv).map(|x| x == 1).collect();
     let ys: Vec<f64> = j["ml_score"].as_array().unwrap().iter().flat_map(fv).collect();
     let m = multilabel_scores(&yt, &ys, 4).unwrap();
     for (a, b) in m.auroc.iter().zip(fv(&j["ml_auroc"])) {

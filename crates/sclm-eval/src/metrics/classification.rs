@@ -214,7 +214,7 @@ pub struct MultiLabelScores {
 /// such labels are NaN and left out of the macro mean (an error if none is usable).
 pub fn multilabel_scores(y_true: &[bool], scores: &[f64], n_labels: usize) -> Result<MultiLabelScores> {
     check_len("multi-label scores vs labels", y_true.len(), scores.len())?;
-    if n_labels == 0 || y_true.len() % n_labels != 0 {
+    if n_labels == 0 || !y_true.len().is_multiple_of(n_labels) {
         return invalid(format!("multi-label: {} values do not split into {n_labels} labels", y_true.len()));
     }
     let n = y_true.len() / n_labels;
