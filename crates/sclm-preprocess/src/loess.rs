@@ -12,6 +12,8 @@
 //!   its slope are computed at the cell boundaries (vertices) and each data point gets the
 //!   cubic Hermite interpolation between the two vertices of its cell.
 
+#![allow(clippy::needless_range_loop)]
+
 use crate::{invalid, Result};
 
 /// How the fitted surface is evaluated.
@@ -111,9 +113,7 @@ impl LocalFit<'_> {
         while b - a < nf {
             if a == 0 {
                 b += 1;
-            } else if b == n {
-                a -= 1;
-            } else if (q - xs[a - 1]) <= (xs[b] - q) {
+            } else if b == n || (q - xs[a - 1]) <= (xs[b] - q) {
                 a -= 1;
             } else {
                 b += 1;
@@ -121,7 +121,7 @@ impl LocalFit<'_> {
         }
         let d2 = |i: usize| (xs[i] - q) * (xs[i] - q);
         let rho = d2(a).max(d2(b - 1)) * self.span.max(1.0);
-        if !(rho > 0.0) {
+        if rho.is_nan() || rho <= 0.0 {
             return Err(invalid("loess", format!("all neighbours of x = {q} coincide (zero neighbourhood radius); too many tied x values for this span")));
         }
         let k = self.degree + 1;
@@ -226,7 +226,7 @@ impl KdTree1 {
         while p < pending.len() {
             let (l, u, v0, v1) = pending[p];
             let diam = vertices[v1] - vertices[v0];
-            let mut leaf = u - l + 1 <= fc || diam <= 0.0 || ncmax < cells.len() + 2 || (nvmax as f64) < vertices.len() as f64 + 1.0;
+            let mut leaf = u - l < fc || diam <= 0.0 || ncmax < cells.len() + 2 || (nvmax as f64) < vertices.len() as f64 + 1.0;
             let mut m = (l + u) / 2;
             if !leaf {
                 // move the split past tied values: offsets 0, 1, -1, 2, -2, ...

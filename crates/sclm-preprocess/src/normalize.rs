@@ -38,8 +38,7 @@ pub fn normalize_total(x: &mut Matrix, opts: &NormalizeOptions) -> Result<f64> {
         }
         let g = x.shape().1;
         let mut high = vec![false; g];
-        for i in 0..n {
-            let t = totals[i];
+        for (i, &t) in totals.iter().enumerate() {
             crate::stats::for_row(x, i, |j, v| {
                 if v as f64 > frac * t {
                     high[j] = true
@@ -135,7 +134,7 @@ pub fn log1p_adata(adata: &mut AnnData) -> Result<()> {
 /// Returns the scaled matrix with the per-gene means and standard deviations used.
 pub fn scale(x: &Matrix, zero_center: bool, max_value: Option<f32>) -> Result<(Dense<f32>, Vec<f64>, Vec<f64>)> {
     if let Some(m) = max_value {
-        if !(m > 0.0) {
+        if m.is_nan() || m <= 0.0 {
             return Err(invalid("scale", format!("max_value must be positive, got {m}")));
         }
     }
