@@ -296,3 +296,40 @@ fn normalize_excluding_highly_expressed_matches_scanpy() {
     eprintln!("normalize_total(exclude_highly_expressed, 0.05): row sums max rel err {e:.2e}");
     assert!(e < 1e-5, "{e}");
 }
+
+#[test]
+fn hvg_seurat_with_batches_matches_scanpy() {
+    let fx = fixture();
+    let e = &fx["hvg_seurat_batch"];
+    let mut ad = log_data(&fx);
+    let opts = HvgOptions { n_top_genes: Some(100), batch_key: Some("batch".into()), ..Default::default() };
+    let r = highly_variable_genes(&mut ad, &opts).unwrap();
+    let em = max_rel(&r.means, &f64s(&e["means"]), 1e-9);
+    let ed = max_rel(r.dispersions.as_ref().unwrap(), &f64s(&e["dispersions"]), 1e-3);
+    let en = max_rel(r.dispersions_norm.as_ref().unwrap(), &f64s(&e["dispersions_norm"]), 1e-3);
+    let (both, ours, theirs) = overlap(&r.highly_variable, &bools(&e["highly_variable"]));
+    let nb: Vec<f64> = r.highly_variable_nbatches.unwrap().iter().map(|&k| k as f64).collect();
+    eprintln!("seurat (2 batches): means {em:.1e} dispersions {ed:.1e} dispersions_norm {en:.1e}; top-100 overlap {both}/{theirs} (ours {ours})");
+    assert!(em < 1e-5 && ed < 1e-4 && en < 1e-4, "{em} {ed} {en}");
+    assert_eq!(nb, f64s(&e["highly_variable_nbatches"]));
+    assert_eq!((both, ours), (theirs, theirs));
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let fx = fixture();
+    let ad = log_data(&fx);
+    let e = sclm_preprocess::pca(&ad.x, 10_000, 0, &Default::default()).unwrap_err().to_string();
+    assert!(e.contains("n_comps"), "{e}");
+    let mut neg = ad.x.clone();
+    if let Matrix::Csr(c) = &mut neg {
+        c.data[0] = -1.0;
+    }
+    let e = log1p(&mut neg).unwrap_err().to_string();
+    assert!(e.starts_with("log1p:") && e.contains("-1"), "{e}");
+    let e = scale(&ad.x, true, Some(0.0)).unwrap_err().to_string();
+    assert!(e.contains("max_value"), "{e}");
+    let mut ad2 = ad.clone();
+    let e = highly_variable_genes(&mut ad2, &HvgOptions { batch_key: Some("donor".into()), ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("donor") && e.contains("batch"), "{e}");
+}
