@@ -8,7 +8,8 @@
 //! * [`normalize`]: `normalize_total`, `log1p`, `scale`;
 //! * [`hvg`]: `highly_variable_genes` with flavors `seurat` and `seurat_v3` (the latter
 //!   with a faithful port of the LOESS fit that scanpy takes from `skmisc`, see [`loess`]);
-//! * [`pca`]: randomized (Halko) PCA with implicit centring of sparse matrices;
+//! * [`mod@pca`]: PCA (exact covariance eigendecomposition or randomized SVD) with implicit
+//!   centring of sparse matrices;
 //! * [`genes`]: unique gene names and matching of a dataset's genes to a model vocabulary
 //!   (symbols or Ensembl ids, through the embedded GENCODE v44 table);
 //! * [`pipeline`]: a serialisable list of [`pipeline::Step`]s, parsed from a compact string

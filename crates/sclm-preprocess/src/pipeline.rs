@@ -8,18 +8,18 @@
 //! step   := name ( ":" key "=" value )*
 //! ```
 //!
-//! Whitespace around tokens is ignored. Names and keys (defaults in brackets):
+//! Whitespace around tokens is ignored. Names and keys (`= default` where there is one):
 //!
 //! | name | keys |
 //! |---|---|
-//! | `qc` (`calculate_qc_metrics`) | `mito_prefix` (`MT-\|mt-`, alternatives separated by `\|`), `log1p` [true] |
+//! | `qc` (`calculate_qc_metrics`) | `mito_prefix` (`MT-\|mt-`, alternatives separated by `\|`), `log1p` = true |
 //! | `filter_cells` | `min_counts`, `min_genes`, `max_counts`, `max_genes` |
 //! | `filter_genes` | `min_counts`, `min_cells`, `max_counts`, `max_cells` |
-//! | `normalize_total` | `target_sum` [median], `exclude_highly_expressed` (a max fraction, e.g. 0.05) |
+//! | `normalize_total` | `target_sum` = median, `exclude_highly_expressed` (a max fraction, e.g. 0.05) |
 //! | `log1p` | — |
-//! | `hvg` (`highly_variable_genes`) | `flavor` (`seurat` \| `seurat_v3`) [seurat], `n_top_genes`, `min_mean` [0.0125], `max_mean` [3], `min_disp` [0.5], `max_disp` [inf], `n_bins` [20], `span` [0.3], `batch_key`, `subset` [false], `layer` |
-//! | `scale` | `zero_center` [true], `max_value` |
-//! | `pca` | `n_comps` [50], `solver` (`auto` \| `covariance_eigh` \| `randomized`) [auto], `zero_center` [true], `n_oversamples` [30], `n_power_iter` [12], `use_highly_variable` [true] |
+//! | `hvg` (`highly_variable_genes`) | `flavor` (`seurat` \| `seurat_v3`) = seurat, `n_top_genes`, `min_mean` = 0.0125, `max_mean` = 3, `min_disp` = 0.5, `max_disp` = inf, `n_bins` = 20, `span` = 0.3, `batch_key`, `subset` = false, `layer` |
+//! | `scale` | `zero_center` = true, `max_value` |
+//! | `pca` | `n_comps` = 50, `solver` (`auto` \| `covariance_eigh` \| `randomized`) = auto, `zero_center` = true, `n_oversamples` = 30, `n_power_iter` = 12, `use_highly_variable` = true |
 //!
 //! Example: `filter_cells:min_genes=200,filter_genes:min_cells=3,normalize_total:target_sum=1e4,log1p,hvg:flavor=seurat_v3:n_top_genes=2000:subset=true,scale:max_value=10,pca:n_comps=50`.
 //!
