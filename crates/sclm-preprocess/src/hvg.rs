@@ -40,9 +40,11 @@ pub struct HvgOptions {
     /// Number of genes to select; `seurat_v3` defaults it to 2000, `seurat` uses the
     /// cutoffs below when it is `None`.
     pub n_top_genes: Option<usize>,
-    /// `seurat` cutoff: minimum log1p mean (default 0.0125).
+    /// `seurat` cutoff: minimum log1p mean (default 0.0125; may be `-inf`).
+    #[serde(with = "float_or_inf")]
     pub min_mean: f64,
-    /// `seurat` cutoff: maximum log1p mean (default 3).
+    /// `seurat` cutoff: maximum log1p mean (default 3; may be infinite, stored as `"inf"`).
+    #[serde(with = "float_or_inf")]
     pub max_mean: f64,
     /// `seurat` cutoff: minimum normalised dispersion (default 0.5).
     pub min_disp: f64,
@@ -74,6 +76,41 @@ impl Default for HvgOptions {
             batch_key: None,
             subset: false,
             layer: None,
+        }
+    }
+}
+
+/// Serde for an `f64` that may be infinite (JSON has no infinity): finite values as
+/// numbers, infinities as the strings `"inf"` / `"-inf"`.
+mod float_or_inf {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            Repr::Num(*v).serialize(s)
+        } else if v.is_nan() {
+            Repr::Text("nan".into()).serialize(s)
+        } else {
+            Repr::Text(if *v > 0.0 { "inf" } else { "-inf" }.into()).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
+                "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!("expected a number or \"inf\", found \"{other}\""))),
+            },
         }
     }
 }

@@ -532,7 +532,7 @@ mod tests {
         assert!(json.contains("\"step\":\"hvg\"") && json.contains("\"flavor\":\"seurat_v3\""), "{json}");
         let back: Vec<Step> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, steps);
-        let qc = parse_steps(" qc : mito_prefix=MT-|mt-|Mt- , normalize_total:target_sum=median, hvg:max_disp=inf, pca:solver=randomized:n_power_iter=4").unwrap();
+        let qc = parse_steps(" qc : mito_prefix=MT-|mt-|Mt- , normalize_total:target_sum=median, hvg:max_disp=inf:max_mean=inf, pca:solver=randomized:n_power_iter=4").unwrap();
         assert_eq!(qc[0], Step::Qc(QcOptions { mito_prefixes: vec!["MT-".into(), "mt-".into(), "Mt-".into()], log1p: true }));
         assert_eq!(qc[1], Step::NormalizeTotal(NormalizeOptions::default()));
         match &qc[3] {
@@ -540,6 +540,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse_steps(&steps_to_string(&qc)).unwrap(), qc);
+        let json = serde_json::to_string(&qc).unwrap();
+        assert!(json.contains("\"max_mean\":\"inf\""), "{json}");
+        assert_eq!(serde_json::from_str::<Vec<Step>>(&json).unwrap(), qc);
     }
 
     #[test]
