@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
-use sclm_data::AnnData;
+use sclm_data::{AnnData, Matrix};
 
 use crate::{PreprocessError, Result};
 
@@ -192,6 +192,60 @@ impl GeneMatch {
     /// A printable summary.
     pub fn report(&self) -> GeneMatchReport<'_> {
         GeneMatchReport(self)
+    }
+
+    /// The dataset matrix (cells × dataset genes) re-indexed to the vocabulary: column `v`
+    /// holds the dataset gene matched to vocabulary entry `v`, or zeros. CSR in, CSR out;
+    /// dense in, dense out.
+    pub fn align(&self, x: &Matrix) -> Result<Matrix> {
+        let (n, g) = x.shape();
+        if g != self.n_dataset {
+            return Err(crate::invalid(
+                "align genes",
+                format!("the matrix has {g} genes but the match was computed for {} dataset genes", self.n_dataset),
+            ));
+        }
+        let mut to_vocab = vec![u32::MAX; g];
+        for (v, m) in self.vocab_to_dataset.iter().enumerate() {
+            if let Some((c, _)) = m {
+                to_vocab[*c] = v as u32;
+            }
+        }
+        let nv = self.n_vocab;
+        Ok(match x {
+            Matrix::Csr(c) => {
+                let mut indptr = Vec::with_capacity(n + 1);
+                indptr.push(0);
+                let (mut indices, mut data) = (Vec::new(), Vec::new());
+                let mut buf: Vec<(u32, f32)> = Vec::new();
+                for i in 0..n {
+                    let (idx, val) = c.row(i);
+                    buf.clear();
+                    buf.extend(idx.iter().zip(val).filter_map(|(&j, &v)| {
+                        let t = to_vocab[j as usize];
+                        (t != u32::MAX).then_some((t, v))
+                    }));
+                    buf.sort_unstable_by_key(|p| p.0);
+                    indices.extend(buf.iter().map(|p| p.0));
+                    data.extend(buf.iter().map(|p| p.1));
+                    indptr.push(data.len());
+                }
+                Matrix::Csr(sclm_data::CsrMatrix::new(n, nv, indptr, indices, data)?)
+            }
+            Matrix::Dense(d) => {
+                let mut out = sclm_data::Dense::<f32>::zeros(n, nv);
+                for i in 0..n {
+                    let src = d.row(i);
+                    let dst = out.row_mut(i);
+                    for (c, &t) in to_vocab.iter().enumerate() {
+                        if t != u32::MAX {
+                            dst[t as usize] = src[c];
+                        }
+                    }
+                }
+                Matrix::Dense(out)
+            }
+        })
     }
 }
 
@@ -398,6 +452,13 @@ mod tests {
         let vocab = s(&["GAPDH", "TP53", "CD3E"]);
         let m = match_genes(&dataset, &vocab, &GeneMatchOptions::default()).unwrap();
         assert_eq!(m.columns(), vec![Some(1), Some(0), None]);
+        // re-index a matrix to the vocabulary (missing genes are zero columns)
+        let x = sclm_data::Matrix::Dense(sclm_data::Dense::from_vec(1, 2, vec![5.0, 7.0]).unwrap());
+        let a = m.align(&x).unwrap();
+        assert_eq!(a.to_dense().data, vec![7.0, 5.0, 0.0]);
+        let a2 = m.align(&sclm_data::Matrix::Csr(x.to_csr())).unwrap();
+        assert_eq!(a2.to_dense(), a.to_dense());
+        assert!(m.align(&sclm_data::Matrix::Dense(sclm_data::Dense::zeros(1, 3))).is_err());
         let text = m.report().to_string();
         assert!(text.contains("matched 2 of 3") && text.contains("via GENCODE 2"), "{text}");
         // without GENCODE nothing matches: an error with examples of both sides
