@@ -1,7 +1,7 @@
 //! `cargo run --release -p sclm-nn --example bench_engine -- [--threads N] [--iters N]
-//! [--torch-python PATH] [--attention softmax|flow|performer]`
+//! [--torch-python PATH] [--attention softmax|flow|performer] [--seq N] [--breakdown]`
 use sclm_nn::attention::AttentionKind;
-use sclm_nn::bench::{bench_encoder_layer, bench_torch, BenchConfig};
+use sclm_nn::bench::{bench_breakdown, bench_encoder_layer, bench_torch, BenchConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -18,6 +18,11 @@ fn main() {
         Some("performer") => AttentionKind::Performer { n_features: None },
         _ => AttentionKind::Softmax,
     });
+    if args.iter().any(|a| a == "--breakdown") {
+        for (part, ms) in bench_breakdown(&cfg).expect("breakdown") {
+            println!("{part}: {ms:.1} ms");
+        }
+    }
     let ours = bench_encoder_layer(&cfg).expect("benchmark");
     println!("{}", serde_json::to_string(&ours).unwrap());
     if let Some(py) = get("--torch-python") {

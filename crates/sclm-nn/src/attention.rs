@@ -82,6 +82,9 @@ pub struct MultiHeadAttention {
 
 impl MultiHeadAttentionConfig {
     /// Initialises the block on `device`.
+    ///
+    /// # Panics
+    /// If `d_model` is not divisible by `n_heads` (a programming error in the configuration).
     pub fn init(&self, device: &Device) -> MultiHeadAttention {
         assert!(
             self.d_model % self.n_heads == 0,
@@ -199,6 +202,9 @@ pub struct FlowAttention {
 
 impl FlowAttentionConfig {
     /// Initialises the block on `device`.
+    ///
+    /// # Panics
+    /// If `d_model` is not divisible by `n_heads`.
     pub fn init(&self, device: &Device) -> FlowAttention {
         assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");
         let lin = |i, o| LinearConfig::new(i, o).init(device);
@@ -382,6 +388,9 @@ impl PerformerAttentionConfig {
     }
 
     /// Initialises the block on `device`.
+    ///
+    /// # Panics
+    /// If `d_model` is not divisible by `n_heads`.
     pub fn init(&self, device: &Device) -> PerformerAttention {
         use rand::SeedableRng;
         assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");

@@ -122,6 +122,72 @@ pub fn bench_encoder_layer(cfg: &BenchConfig) -> Result<BenchResult, NnError> {
     }
 }
 
+/// Forward-time breakdown of the layer's parts (median ms each): the four attention
+/// projections, the attention core (scores, softmax, weighted sum), the feed-forward block,
+/// and the two norms with the residual additions. Helps to see what limits the engine.
+pub fn bench_breakdown(cfg: &BenchConfig) -> Result<Vec<(String, f64)>, NnError> {
+    let work = || {
+        let dev = crate::cpu_device();
+        let (b, n, d, h) = (cfg.batch, cfg.seq, cfg.d_model, cfg.n_heads);
+        let x = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &dev);
+        let w = |i: usize, o: usize| Tensor::<2>::random([i, o], Distribution::Normal(0.0, 0.02), &dev);
+        let (wq, w1, w2) = (w(d, d), w(d, cfg.d_ff), w(cfg.d_ff, d));
+        let timed = |f: &dyn Fn() -> f64| {
+            for _ in 0..cfg.warmup {
+                f();
+            }
+            median(
+                (0..cfg.iters.max(1))
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect(),
+            )
+        };
+        let x2 = x.clone().reshape([b * n, d]);
+        let proj = timed(&|| {
+            let mut acc = 0.0;
+            for _ in 0..4 {
+                acc += crate::util::scalar(x2.clone().matmul(wq.clone()).sum());
+            }
+            acc
+        });
+        let q = x.clone().reshape([b, n, h, d / h]).swap_dims(1, 2);
+        let core = timed(&|| {
+            let s = q.clone().matmul(q.clone().swap_dims(2, 3)).div_scalar(((d / h) as f64).sqrt());
+            let p = burn::tensor::activation::softmax(s, 3);
+            crate::util::scalar(p.matmul(q.clone()).sum())
+        });
+        let ffn = timed(&|| {
+            let a = burn::tensor::activation::gelu(x2.clone().matmul(w1.clone()));
+            crate::util::scalar(a.matmul(w2.clone()).sum())
+        });
+        let ln = burn::nn::LayerNormConfig::new(d).init(&dev);
+        let norms = timed(&|| {
+            let y = ln.forward(x.clone()) + x.clone();
+            crate::util::scalar((ln.forward(y.clone()) + y).sum())
+        });
+        vec![
+            ("projections (4 × [b·n, d] @ [d, d])".to_string(), proj),
+            ("attention core (QKᵀ, softmax, PV)".to_string(), core),
+            ("feed-forward (2 matmuls + GELU)".to_string(), ffn),
+            ("2 LayerNorms + residual adds".to_string(), norms),
+        ]
+    };
+    match cfg.threads {
+        Some(t) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .map_err(|e| NnError::Config(format!("cannot build a {t}-thread pool: {e}")))?;
+            Ok(pool.install(work))
+        }
+        None => Ok(work()),
+    }
+}
+
 /// Runs the PyTorch counterpart with `python` (an interpreter with torch installed).
 pub fn bench_torch(python: &Path, cfg: &BenchConfig) -> Result<BenchResult, NnError> {
     let dir = std::env::temp_dir().join(format!("sclm-bench-{}", std::process::id()));
