@@ -17,6 +17,7 @@ pub mod error;
 pub mod labels;
 pub mod metrics;
 pub mod neighbors;
+pub mod nndescent;
 
 pub use error::{EvalError, Result};
 pub mod cluster;

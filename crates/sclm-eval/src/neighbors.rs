@@ -1,8 +1,9 @@
 //! k-nearest-neighbour graphs on an embedding and UMAP fuzzy connectivities.
 //!
-//! [`knn`] is exact (brute force over all pairs, parallel over query cells; comfortable up
-//! to some 50k cells). [`connectivities`] turns a kNN graph into the symmetric weighted
-//! graph that UMAP and `scanpy.pp.neighbors(method='umap')` produce.
+//! [`knn`] is exact (brute force over all pairs, parallel over query cells; about 35 s for
+//! 20k cells × 50 dimensions on two busy cores; above 20k cells `nndescent::knn_auto`
+//! switches to NN-descent). [`connectivities`] turns a kNN graph into the symmetric
+//! weighted graph that UMAP and `scanpy.pp.neighbors(method='umap')` produce.
 
 use rayon::prelude::*;
 use sclm_data::{CsrMatrix, Dense};

@@ -12,7 +12,7 @@ use crate::cluster::{default_resolutions, leiden_sweep};
 use crate::error::{check_len, invalid, Result};
 use crate::labels::encode;
 use crate::metrics::*;
-use crate::neighbors::{connectivities, knn, KnnGraph};
+use crate::neighbors::{connectivities, KnnGraph};
 
 /// One named metric value (`None` when undefined, e.g. a correlation of a constant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,7 +181,7 @@ pub fn evaluate_embedding(
     let mut rep = MetricsReport::new("embedding", opts.method.clone(), n);
     let k_graph = opts.n_neighbors.min(n);
     let k_all = if opts.lisi { k_graph.max(91.min(n)) } else { k_graph };
-    let g_all = knn(embedding, k_all, true)?;
+    let g_all = crate::nndescent::knn_auto(embedding, k_all, true, opts.seed)?;
     let g = truncate(&g_all, k_graph);
     let conn = connectivities(&g);
 

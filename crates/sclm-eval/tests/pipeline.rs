@@ -243,3 +243,21 @@ fn perturbation_split_keeps_test_perturbations_unseen() {
     pred.clear();
     assert!(perturbation_rmse(&truth, &pred, &ctrl, 20).is_err());
 }
+
+#[test]
+fn nndescent_recall_against_exact() {
+    use sclm_eval::nndescent::{knn_nndescent, NnDescentOptions};
+    let (x, _, _) = blobs(5, 1, 400, 0.0, 8);
+    let exact = knn(&x, 15, true).unwrap();
+    let approx = knn_nndescent(&x, 15, true, &NnDescentOptions::default()).unwrap();
+    let mut hits = 0;
+    for i in 0..x.nrows {
+        let e = exact.row(i).0;
+        hits += approx.row(i).0.iter().filter(|j| e.contains(j)).count();
+        assert_eq!(approx.row(i).0[0] as usize, i);
+        assert!(approx.row(i).1.windows(2).all(|w| w[0] <= w[1]));
+    }
+    let recall = hits as f64 / (x.nrows * 15) as f64;
+    assert!(recall > 0.95, "recall {recall}");
+    assert_eq!(approx, knn_nndescent(&x, 15, true, &NnDescentOptions::default()).unwrap());
+}
