@@ -38,6 +38,16 @@ pub(crate) fn sqdist(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum()
 }
 
+/// The matrix values in double precision, row-major.
+pub(crate) fn to_f64(x: &Dense<f32>) -> Vec<f64> {
+    x.data.iter().map(|&v| v as f64).collect()
+}
+
+/// Squared Euclidean distance of two double-precision rows.
+pub(crate) fn sqdist64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
 /// Exact kNN by brute force. With `include_self` the cell itself is its own first neighbour
 /// (distance 0), as scanpy stores it; `k` counts it. Ties are broken by the lower index.
 pub fn knn(x: &Dense<f32>, k: usize, include_self: bool) -> Result<KnnGraph> {
@@ -49,13 +59,15 @@ pub fn knn(x: &Dense<f32>, k: usize, include_self: bool) -> Result<KnnGraph> {
     if x.data.iter().any(|v| !v.is_finite()) {
         return invalid("kNN: embedding contains non-finite values");
     }
+    let xd = to_f64(x);
+    let dim = x.ncols;
     let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let xi = x.row(i);
+            let xi = &xd[i * dim..(i + 1) * dim];
             let mut d: Vec<(f64, u32)> = (0..n)
                 .filter(|&j| include_self || j != i)
-                .map(|j| (if j == i { 0.0 } else { sqdist(xi, x.row(j)) }, j as u32))
+                .map(|j| (if j == i { 0.0 } else { sqdist64(xi, &xd[j * dim..(j + 1) * dim]) }, j as u32))
                 .collect();
             // The cell itself comes first when included, even if duplicates exist.
             let cmp = |a: &(f64, u32), b: &(f64, u32)| {

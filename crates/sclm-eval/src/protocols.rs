@@ -298,6 +298,19 @@ pub fn perturbation_split(conditions: &[String], control: &str, test_frac: f64, 
     Ok(PerturbationSplit { train_perturbations: train, valid_perturbations: valid, test_perturbations: test, cells })
 }
 
+/// Genes of a GEARS-style condition name (`A+ctrl`, `A+B`): the `+`-separated parts other
+/// than `control`.
+pub fn condition_genes<'a>(condition: &'a str, control: &str) -> Vec<&'a str> {
+    condition.split('+').filter(|g| !g.is_empty() && *g != control).collect()
+}
+
+/// How many genes of `condition` are perturbed in none of the `train` conditions (0, 1 or 2
+/// for two-gene combinations: GEARS' "seen", "1/2 unseen", "2/2 unseen" categories).
+pub fn unseen_gene_count(condition: &str, train: &[String], control: &str) -> usize {
+    let seen: std::collections::HashSet<&str> = train.iter().flat_map(|c| condition_genes(c, control)).collect();
+    condition_genes(condition, control).iter().filter(|g| !seen.contains(*g)).count()
+}
+
 /// Perturbation RMSE of one condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerturbationScore {

@@ -261,3 +261,12 @@ fn nndescent_recall_against_exact() {
     assert!(recall > 0.95, "recall {recall}");
     assert_eq!(approx, knn_nndescent(&x, 15, true, &NnDescentOptions::default()).unwrap());
 }
+
+#[test]
+fn unseen_gene_categories_of_combinations() {
+    let train: Vec<String> = ["A+ctrl", "B+ctrl", "A+B"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(condition_genes("A+ctrl", "ctrl"), vec!["A"]);
+    assert_eq!(unseen_gene_count("A+B", &train, "ctrl"), 0);
+    assert_eq!(unseen_gene_count("A+C", &train, "ctrl"), 1);
+    assert_eq!(unseen_gene_count("C+D", &train, "ctrl"), 2);
+}

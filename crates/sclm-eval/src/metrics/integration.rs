@@ -6,7 +6,7 @@ use sclm_data::{CsrMatrix, Dense};
 
 use crate::error::{check_len, invalid, Result};
 use crate::labels::{counts, encode};
-use crate::neighbors::{connected_components, sqdist, KnnGraph};
+use crate::neighbors::{connected_components, sqdist64, to_f64, KnnGraph};
 
 /// Silhouette of every sample with Euclidean distances (`silhouette_samples`):
 /// s = (b − a) / max(a, b), a = mean distance to the own cluster (without itself), b = the
@@ -21,14 +21,16 @@ pub fn silhouette_samples<T: Ord + Clone + Sync>(x: &Dense<f32>, labels: &[T]) -
         return invalid(format!("silhouette needs 2 <= number of labels <= n_samples - 1, got {k} labels for {n} samples"));
     }
     let sizes = counts(&codes, k);
+    let xd = to_f64(x);
+    let dim = x.ncols;
     Ok((0..n)
         .into_par_iter()
         .map(|i| {
-            let xi = x.row(i);
+            let xi = &xd[i * dim..(i + 1) * dim];
             let mut sums = vec![0f64; k];
             for j in 0..n {
                 if j != i {
-                    sums[codes[j]] += sqdist(xi, x.row(j)).sqrt();
+                    sums[codes[j]] += sqdist64(xi, &xd[j * dim..(j + 1) * dim]).sqrt();
                 }
             }
             let own = codes[i];
