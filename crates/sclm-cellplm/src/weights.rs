@@ -1,0 +1,364 @@
+//! Weights: one declarative table maps every parameter of [`CellPlm`] to its name and layout in
+//! the published PyTorch state dict (torch `Linear.weight` is `[out, in]`, burn's is `[in, out]`:
+//! those entries are transposed). The same table serves importing published checkpoints
+//! ([`CellPlm::load_torch`], [`CellPlm::from_state_dict`]) and our own model directory
+//! ([`CellPlm::save_dir`], [`CellPlm::load_dir`]), whose `model.safetensors` uses the published
+//! names and layouts.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear};
+use burn::prelude::*;
+use sclm_nn::burn;
+use sclm_nn::attention::Attention;
+use sclm_nn::encoder::Norm;
+use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
+use serde::{Deserialize, Serialize};
+
+use crate::config::CellPlmConfig;
+use crate::error::{CellPlmError, Result};
+use crate::model::{tensor1, tensor2, to_vec, CellPlm, DecoderHead, Latent, NbHead};
+
+/// A parameter of the module and how it is stored in the state dict.
+enum Slot<'a> {
+    /// A vector, stored as is.
+    Vec1(&'a mut Param<Tensor<1>>),
+    /// A matrix; `true` = stored transposed (torch Linear weight).
+    Mat(&'a mut Param<Tensor<2>>, bool),
+}
+
+impl Slot<'_> {
+    /// Shape in the state dict.
+    fn torch_shape(&self) -> Vec<usize> {
+        match self {
+            Slot::Vec1(p) => p.dims().to_vec(),
+            Slot::Mat(p, t) => {
+                let [a, b] = p.dims();
+                if *t { vec![b, a] } else { vec![a, b] }
+            }
+        }
+    }
+
+    fn set(&mut self, values: Vec<f32>, device: &Device) {
+        match self {
+            Slot::Vec1(p) => **p = Param::from_tensor(tensor1(values, device)),
+            Slot::Mat(p, t) => {
+                let [a, b] = p.dims();
+                let v = if *t { transpose(&values, b, a) } else { values };
+                **p = Param::from_tensor(tensor2(v, [a, b], device));
+            }
+        }
+    }
+
+    fn get(&self) -> Vec<f32> {
+        match self {
+            Slot::Vec1(p) => to_vec(p.val()),
+            Slot::Mat(p, t) => {
+                let [a, b] = p.dims();
+                let v = to_vec(p.val());
+                if *t { transpose(&v, a, b) } else { v }
+            }
+        }
+    }
+}
+
+/// Row-major `[r, c]` → `[c, r]`.
+fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    out
+}
+
+type Table<'a> = Vec<(String, Slot<'a>)>;
+
+fn linear<'a>(t: &mut Table<'a>, prefix: &str, l: &'a mut Linear) {
+    t.push((format!("{prefix}.weight"), Slot::Mat(&mut l.weight, true)));
+    if let Some(b) = l.bias.as_mut() {
+        t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
+    }
+}
+
+fn layer_norm<'a>(t: &mut Table<'a>, prefix: &str, n: &'a mut LayerNorm) {
+    t.push((format!("{prefix}.weight"), Slot::Vec1(&mut n.gamma)));
+    if let Some(b) = n.beta.as_mut() {
+        t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
+    }
+}
+
+fn norm<'a>(t: &mut Table<'a>, prefix: &str, n: &'a mut Norm) {
+    match n {
+        Norm::Layer(l) => layer_norm(t, prefix, l),
+        Norm::Group(g) => {
+            if let Some(w) = g.gamma.as_mut() {
+                t.push((format!("{prefix}.weight"), Slot::Vec1(w)));
+            }
+            if let Some(b) = g.beta.as_mut() {
+                t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
+            }
+        }
+    }
+}
+
+impl CellPlm {
+    /// The remap table: every parameter with its published state-dict name.
+    fn slots(&mut self) -> Table<'_> {
+        let mut t: Table<'_> = Vec::new();
+        let e = &mut self.embedder;
+        t.push(("embedder.feat_enc.emb".into(), Slot::Mat(&mut e.feat_enc.emb, false)));
+        linear(&mut t, "embedder.extra_linear.0", &mut e.linear);
+        norm(&mut t, "embedder.extra_linear.3", &mut e.norm);
+        if let Some(m) = e.missing_pe.as_mut() {
+            t.push(("embedder.pe_enc.missing_pe".into(), Slot::Vec1(m)));
+        }
+        for (i, l) in self.encoder.iter_mut().enumerate() {
+            let p = format!("encoder.layers.{i}");
+            match &mut l.self_attn {
+                Attention::Flow(a) => {
+                    linear(&mut t, &format!("{p}.self_attn.query_projection"), &mut a.query_projection);
+                    linear(&mut t, &format!("{p}.self_attn.key_projection"), &mut a.key_projection);
+                    linear(&mut t, &format!("{p}.self_attn.value_projection"), &mut a.value_projection);
+                    linear(&mut t, &format!("{p}.self_attn.out_projection"), &mut a.out_projection);
+                }
+                // The constructor only builds Flowformer layers.
+                _ => unreachable!("CellPLM encoder layers use Flowformer attention"),
+            }
+            linear(&mut t, &format!("{p}._ff_block.0"), &mut l.ff_in);
+            linear(&mut t, &format!("{p}._ff_block.3"), &mut l.ff_out);
+            norm(&mut t, &format!("{p}.norm1"), &mut l.norm1);
+            norm(&mut t, &format!("{p}.norm2"), &mut l.norm2);
+        }
+        layer_norm(&mut t, "pre_latent_norm.norm", &mut self.pre_latent_norm);
+        match &mut self.latent {
+            Latent::Gmvae(g) => {
+                let p = "latent.layers.1.inference";
+                linear(&mut t, &format!("{p}.inference_qyx.0.logits"), &mut g.logits);
+                linear(&mut t, &format!("{p}.inference_qzyx.0"), &mut g.qzyx_hidden);
+                linear(&mut t, &format!("{p}.inference_qzyx.2.mu"), &mut g.qzyx_mu);
+                linear(&mut t, &format!("{p}.inference_qzyx.2.var"), &mut g.qzyx_var);
+                linear(&mut t, &format!("{p}.y_mu"), &mut g.y_mu);
+                linear(&mut t, &format!("{p}.y_var"), &mut g.y_var);
+            }
+            Latent::Vae(v) => {
+                linear(&mut t, "latent.layers.1.hid_2mu", &mut v.mu);
+                linear(&mut t, "latent.layers.1.hid_2sigma", &mut v.sigma);
+            }
+            Latent::Ae(a) => linear(&mut t, "latent.layers.1.lat_2lat.0", &mut a.linear),
+        }
+        let d = &mut self.decoder;
+        for (i, l) in d.layers.iter_mut().enumerate() {
+            linear(&mut t, &format!("decoder.layers.{i}.0"), &mut l.linear);
+            t.push((format!("decoder.layers.{i}.1.weight"), Slot::Vec1(&mut l.prelu)));
+            norm(&mut t, &format!("decoder.layers.{i}.3"), &mut l.norm);
+        }
+        for (i, c) in d.covariate_layers.iter_mut().enumerate() {
+            for (name, cov) in [("batch", c.batch.as_mut()), ("dataset", c.dataset.as_mut())] {
+                if let Some(cov) = cov {
+                    let p = format!("decoder.covariate_layers.{i}.{name}");
+                    t.push((format!("{p}.0.weight"), Slot::Mat(&mut cov.table, false)));
+                    t.push((format!("{p}.1.weight"), Slot::Vec1(&mut cov.prelu)));
+                    norm(&mut t, &format!("{p}.2"), &mut cov.norm);
+                }
+            }
+        }
+        match &mut d.head {
+            DecoderHead::Nb(NbHead { dec_1, dec_mean, dec_disp }) => {
+                t.push(("decoder.out_layer.dec_disp".into(), Slot::Vec1(dec_disp)));
+                linear(&mut t, "decoder.out_layer.dec_1", dec_1);
+                linear(&mut t, "decoder.out_layer.dec_mean.0", dec_mean);
+            }
+            DecoderHead::Mlp(out) => linear(&mut t, "decoder.out_layer.0", out),
+        }
+        t
+    }
+
+    /// The state-dict names and shapes (published layout) this model expects.
+    pub fn expected_tensors(&mut self) -> Vec<(String, Vec<usize>)> {
+        self.slots().iter().map(|(k, s)| (k.clone(), s.torch_shape())).collect()
+    }
+
+    /// Builds a model from `config` and takes its weights from a state dict with the published
+    /// names (`path` only names the source in messages). Every expected tensor must be present
+    /// with its shape, otherwise the error lists what is missing or mismatched; tensors the
+    /// model does not use (`embedder.norm0.*`, `embedder.pe_enc.*` when the positional encoding
+    /// is off, ...) are reported as skipped.
+    pub fn from_state_dict(
+        config: &CellPlmConfig,
+        sd: StateDict,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        let mut model = CellPlm::new(config, device)?;
+        let mut loader = TensorLoader::new(path.as_ref(), sd);
+        for (key, mut slot) in model.slots() {
+            let shape = slot.torch_shape();
+            if let Some(v) = loader.take_f32(&key, &shape) {
+                slot.set(v, device);
+            }
+        }
+        let report = loader.finish_complete()?;
+        Ok((model, report))
+    }
+
+    /// Imports a published checkpoint (`{prefix}.best.ckpt`, the dictionary `model_state_dict`)
+    /// with its config (`{prefix}.config.json`, see [`CellPlmConfig::from_json_file`]).
+    /// Published configs leave the positional encoding off (pe = 0), as the published model runs.
+    pub fn load_torch(
+        ckpt_path: impl AsRef<Path>,
+        config: &CellPlmConfig,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        let path = ckpt_path.as_ref();
+        let sd = sclm_weights::read_weights(path, "model_state_dict")?;
+        Self::from_state_dict(config, sd, path, device)
+    }
+
+    /// All weights as a state dict with the published names and layouts.
+    pub fn to_state_dict(&mut self) -> Result<StateDict> {
+        let mut sd = StateDict::new();
+        for (key, slot) in self.slots() {
+            let t = TensorData::from_f32(slot.torch_shape(), slot.get())?;
+            sd.insert(key, t);
+        }
+        Ok(sd)
+    }
+
+    /// Saves the model as a self-describing directory: `config.json`, `model.safetensors`
+    /// (published names), `genes.txt` (vocabulary, one per line) and `preprocessing.json`.
+    /// Atomic: written to a temporary sibling directory, then renamed over `dir` (an existing
+    /// model directory there is replaced).
+    pub fn save_dir(&mut self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let name = dir
+            .file_name()
+            .ok_or_else(|| CellPlmError::Input(format!("{} is not a directory name", dir.display())))?
+            .to_string_lossy()
+            .to_string();
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let pid = std::process::id();
+        let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| CellPlmError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| CellPlmError::io(&tmp, e))?;
+        let written = (|| -> Result<()> {
+            let write = |file: &str, text: String| {
+                let p = tmp.join(file);
+                std::fs::write(&p, text).map_err(|e| CellPlmError::io(&p, e))
+            };
+            write("config.json", self.config().to_json())?;
+            write("genes.txt", self.genes().join("\n") + "\n")?;
+            write(
+                "preprocessing.json",
+                serde_json::to_string_pretty(&Preprocessing::default()).expect("serialises"),
+            )?;
+            let sd = self.to_state_dict()?;
+            let mut meta = HashMap::new();
+            meta.insert("format".to_string(), "sclm-cellplm".to_string());
+            sclm_weights::write_safetensors(tmp.join("model.safetensors"), &sd, Some(meta))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old-{pid}"));
+            std::fs::rename(dir, &old).map_err(|e| CellPlmError::io(dir, e))?;
+            std::fs::rename(&tmp, dir).map_err(|e| CellPlmError::io(dir, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| CellPlmError::io(&old, e))?;
+        } else {
+            std::fs::rename(&tmp, dir).map_err(|e| CellPlmError::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Loads a directory written by [`CellPlm::save_dir`]; checks that `genes.txt` agrees with
+    /// the config's `gene_list` and that the weights are complete.
+    pub fn load_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(Self, Preprocessing)> {
+        let dir = dir.as_ref();
+        let config = CellPlmConfig::from_json_file(dir.join("config.json"))?;
+        let gpath = dir.join("genes.txt");
+        let genes = std::fs::read_to_string(&gpath).map_err(|e| CellPlmError::io(&gpath, e))?;
+        let genes: Vec<&str> = genes.lines().filter(|l| !l.is_empty()).collect();
+        if genes.len() != config.gene_list.len() || genes.iter().zip(&config.gene_list).any(|(a, b)| a != b) {
+            return Err(CellPlmError::Config(format!(
+                "{} ({} genes) disagrees with gene_list of config.json ({} genes)",
+                gpath.display(),
+                genes.len(),
+                config.gene_list.len()
+            )));
+        }
+        let ppath = dir.join("preprocessing.json");
+        let pre: Preprocessing = match std::fs::read_to_string(&ppath) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| CellPlmError::Json { path: ppath.display().to_string(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Preprocessing::default(),
+            Err(e) => return Err(CellPlmError::io(&ppath, e)),
+        };
+        let wpath = dir.join("model.safetensors");
+        let sd = sclm_weights::read_safetensors(&wpath)?;
+        let (model, report) = Self::from_state_dict(&config, sd, &wpath, device)?;
+        if !report.skipped.is_empty() {
+            return Err(CellPlmError::Config(format!(
+                "{} holds tensors the model does not use: {}",
+                wpath.display(),
+                report.skipped.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok((model, pre))
+    }
+}
+
+/// How input data must be prepared for the model (`preprocessing.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    /// Expected input values: `raw_counts` (non-negative integers; default).
+    #[serde(default = "d_input")]
+    pub input: String,
+    /// Transform applied inside the model: `log1p` (default).
+    #[serde(default = "d_transform")]
+    pub transform: String,
+    /// Whether counts are library-size normalised before the model (default false: the
+    /// published model embeds raw counts).
+    #[serde(default)]
+    pub library_size_normalization: bool,
+    /// What the vocabulary holds: `ensembl_gene_id` (default).
+    #[serde(default = "d_gene_id")]
+    pub gene_id: String,
+    /// obs column defining the groups that attend to each other (default `batch`).
+    #[serde(default = "d_group")]
+    pub group_key: String,
+}
+
+fn d_input() -> String {
+    "raw_counts".into()
+}
+fn d_transform() -> String {
+    "log1p".into()
+}
+fn d_gene_id() -> String {
+    "ensembl_gene_id".into()
+}
+fn d_group() -> String {
+    "batch".into()
+}
+
+impl Default for Preprocessing {
+    fn default() -> Self {
+        Preprocessing {
+            input: d_input(),
+            transform: d_transform(),
+            library_size_normalization: false,
+            gene_id: d_gene_id(),
+            group_key: d_group(),
+        }
+    }
+}
