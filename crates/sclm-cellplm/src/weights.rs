@@ -204,8 +204,8 @@ impl CellPlm {
         Ok((model, report))
     }
 
-    /// Imports a published checkpoint (`{prefix}.best.ckpt`, the dictionary `model_state_dict`)
-    /// with its config (`{prefix}.config.json`, see [`CellPlmConfig::from_json_file`]).
+    /// Imports a published checkpoint (`{prefix}.best.ckpt`, the dictionary `model_state_dict`;
+    /// or a `.safetensors` file holding the same state dict) with its config (`{prefix}.config.json`, see [`CellPlmConfig::from_json_file`]).
     /// Published configs leave the positional encoding off (pe = 0), as the published model runs.
     pub fn load_torch(
         ckpt_path: impl AsRef<Path>,
@@ -213,7 +213,12 @@ impl CellPlm {
         device: &Device,
     ) -> Result<(Self, LoadReport)> {
         let path = ckpt_path.as_ref();
-        let sd = sclm_weights::read_weights(path, "model_state_dict")?;
+        // A safetensors export of the state dict holds the tensors at the top level.
+        let sd = if path.extension().is_some_and(|e| e == "safetensors") {
+            sclm_weights::read_safetensors(path)?
+        } else {
+            sclm_weights::read_weights(path, "model_state_dict")?
+        };
         Self::from_state_dict(config, sd, path, device)
     }
 

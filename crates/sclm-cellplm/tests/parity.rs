@@ -156,3 +156,19 @@ fn vae_matches_reference() {
 fn ae_matches_reference() {
     run("ae");
 }
+
+#[test]
+fn safetensors_export_loads_the_same_weights() {
+    let dir = fixtures();
+    let config = CellPlmConfig::from_json_file(dir.join("cellplm_small_ae.config.json")).unwrap();
+    let device = sclm_nn::cpu_device();
+    let (mut a, _) = CellPlm::load_torch(dir.join("cellplm_small_ae.best.ckpt"), &config, &device).unwrap();
+    let (mut b, report) = CellPlm::load_torch(dir.join("cellplm_small_ae.state_dict.safetensors"), &config, &device).unwrap();
+    assert_eq!(report.loaded.len(), 59);
+    assert_eq!(a.to_state_dict().unwrap(), b.to_state_dict().unwrap());
+    // A config that does not fit the checkpoint fails with the mismatched names.
+    let mut wrong = config.clone();
+    wrong.post_latent_dim = 8;
+    let err = CellPlm::load_torch(dir.join("cellplm_small_ae.best.ckpt"), &wrong, &device).unwrap_err().to_string();
+    assert!(err.contains("lat_2lat") && err.contains("shape"), "{err}");
+}
