@@ -206,7 +206,9 @@ pub fn evaluate_embedding(
     } else {
         (embedding.clone(), labels.to_vec(), batches.map(|b| b.to_vec()))
     };
-    let asw_l = if encode(&lab_s).1.len() < n.min(emb_s.nrows) { asw_label(&emb_s, &lab_s)? } else { f64::NAN };
+    // Silhouettes need 2 <= labels <= cells - 1 (a subset may miss or isolate labels).
+    let n_lab_s = encode(&lab_s).1.len();
+    let asw_l = if n_lab_s >= 2 && n_lab_s < emb_s.nrows { asw_label(&emb_s, &lab_s)? } else { f64::NAN };
     rep.push("ASW_label", asw_l);
     let bio = avg_bio(sweep.best_nmi, sweep.best_ari, asw_l);
     rep.push("graph_connectivity", graph_connectivity(&conn, labels)?);
