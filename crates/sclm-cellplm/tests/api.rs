@@ -197,3 +197,28 @@ fn positional_encoding_changes_embeddings_only_when_on() {
     let off = CellPlm::new(&off_cfg, &dev).unwrap();
     assert_eq!(to_vec(off.embed_group(&rows, Some(&coords)).unwrap()), to_vec(off.embed_group(&rows, None).unwrap()));
 }
+
+#[test]
+fn published_architecture_has_the_published_tensor_names() {
+    // The published 20230926_85M layout with a small vocabulary (the gene table is the only
+    // vocabulary-sized part besides the decoder output): 105 published tensors minus the unused
+    // `embedder.norm0.{weight,bias}` and `embedder.pe_enc.{missing_pe,pe_enc.weight}`.
+    let genes: Vec<String> = (0..40).map(|i| format!("G{i}")).collect();
+    let mut c = CellPlmConfig::published_85m(genes);
+    c.positional_encoding = false;
+    let dev = sclm_nn::cpu_device();
+    let mut m = CellPlm::new(&c, &dev).unwrap();
+    let t = m.expected_tensors();
+    assert_eq!(t.len(), 101);
+    let find = |k: &str| t.iter().find(|(n, _)| n == k).map(|(_, s)| s.clone()).unwrap();
+    assert_eq!(find("latent.layers.1.inference.inference_qzyx.0.weight"), vec![512, 1024 + 16]);
+    assert_eq!(find("decoder.covariate_layers.0.batch.0.weight"), vec![12_596, 1024]);
+    assert_eq!(find("decoder.covariate_layers.0.dataset.0.weight"), vec![484, 1024]);
+    assert_eq!(find("encoder.layers.3._ff_block.0.weight"), vec![2048, 1024]);
+    assert_eq!(find("embedder.feat_enc.emb"), vec![40, 1024]);
+    let values: usize = t.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    assert_eq!(values, m.num_params());
+    // With the positional encoding on, the placeholder is one more tensor.
+    c.positional_encoding = true;
+    assert_eq!(CellPlm::new(&c, &dev).unwrap().expected_tensors().len(), 102);
+}
