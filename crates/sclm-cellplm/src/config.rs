@@ -233,10 +233,10 @@ impl CellPlmConfig {
         if self.out_dim != self.gene_list.len() {
             return err(format!("out_dim {} differs from the {} genes of gene_list", self.out_dim, self.gene_list.len()));
         }
-        if self.enc_hid == 0 || self.enc_head == 0 || self.enc_hid % self.enc_head != 0 {
+        if self.enc_hid == 0 || self.enc_head == 0 || !self.enc_hid.is_multiple_of(self.enc_head) {
             return err(format!("enc_hid {} must be a positive multiple of enc_head {}", self.enc_hid, self.enc_head));
         }
-        if self.enc_hid % 4 != 0 || self.dec_hid % 4 != 0 {
+        if !self.enc_hid.is_multiple_of(4) || !self.dec_hid.is_multiple_of(4) {
             return err("enc_hid and dec_hid must be multiples of 4 (GroupNorm with 4 groups, 2-D encoding)".into());
         }
         if self.dec_layers < 2 {

@@ -188,8 +188,9 @@ pub struct AeLatent {
     pub linear: Linear,
 }
 
-/// The latent layer of a model.
+/// The latent layer of a model (one per model: the size difference of the variants is harmless).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Latent {
     /// Gaussian mixture.
     Gmvae(GmvaeLatent),
@@ -428,8 +429,9 @@ pub struct NbHead {
     pub dec_disp: Param<Tensor<1>>,
 }
 
-/// Expression head of the decoder.
+/// Expression head of the decoder (one per model).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum DecoderHead {
     /// Negative binomial.
     Nb(NbHead),

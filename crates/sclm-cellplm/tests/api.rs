@@ -157,9 +157,7 @@ fn unknown_covariate_uses_sum_of_rows_and_bad_ids_fail() {
     let dev = sclm_nn::cpu_device();
     let model = CellPlm::new(&tiny(LatentKind::Vae, false), &dev).unwrap();
     let x = counts();
-    let m = GeneMapping::new((0..12).map(|v| Some(v + 2)).collect(), 14).unwrap();
-    let _ = m;
-    // counts over the vocabulary directly: take the last 12 columns.
+    // Counts over the vocabulary directly: the last 12 columns.
     let sub = x.select_cols(&(2..14).collect::<Vec<_>>());
     let rows = CsrRows::new(12, &sub.indptr, &sub.indices, &sub.data).unwrap();
     let none: Vec<Option<usize>> = vec![None; 10];
@@ -221,4 +219,23 @@ fn published_architecture_has_the_published_tensor_names() {
     // With the positional encoding on, the placeholder is one more tensor.
     c.positional_encoding = true;
     assert_eq!(CellPlm::new(&c, &dev).unwrap().expected_tensors().len(), 102);
+}
+
+#[test]
+fn sampling_mode_varies_and_deterministic_mode_does_not() {
+    let dev = sclm_nn::cpu_device();
+    let sub = counts().select_cols(&(2..14).collect::<Vec<_>>());
+    let rows = CsrRows::new(12, &sub.indptr, &sub.indices, &sub.data).unwrap();
+    let mut c = tiny(LatentKind::Gmvae, false);
+    let det = CellPlm::new(&c, &dev).unwrap();
+    let a = to_vec(det.embed_group(&rows, None).unwrap());
+    assert_eq!(a, to_vec(det.embed_group(&rows, None).unwrap()));
+    c.deterministic = false;
+    let sd = {
+        let mut d = det;
+        d.to_state_dict().unwrap()
+    };
+    let (sampling, _) = CellPlm::from_state_dict(&c, sd, "mem", &dev).unwrap();
+    let runs: Vec<Vec<f32>> = (0..5).map(|_| to_vec(sampling.embed_group(&rows, None).unwrap())).collect();
+    assert!(runs.iter().any(|r| r.iter().zip(&runs[0]).any(|(u, v)| (u - v).abs() > 1e-6)));
 }
