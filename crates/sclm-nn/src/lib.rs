@@ -9,6 +9,22 @@
 //!
 //! The crate knows nothing about AnnData: sparse input arrives as [`embedding::CsrRows`]
 //! (borrowed CSR slices), dense input as plain tensors.
+//!
+//! Modules (each block: `FooConfig` → `init(&device)` → `Foo`, forward documented with shapes):
+//! - [`attention`]: softmax multi-head self/cross attention with key padding mask, Flowformer
+//!   (linear; effective cell–cell weights for export), Performer FAVOR+ (random-feature buffer).
+//! - [`encoder`]: encoder layer and stack, pre/post-norm, GELU/ReLU, LayerNorm/GroupNorm.
+//! - [`embedding`]: sparse gene-embedding bag, binned expression, learned/frozen tables,
+//!   sinusoidal 1-D/2-D positional encodings, categorical embeddings.
+//! - [`vq`]: vector quantiser with affine codebook, straight-through gradient, dead-code reset.
+//! - [`latent`]: Gaussian and Gaussian-mixture latent layers.
+//! - [`loss`]: MSE, NB/ZINB log-likelihoods, cross-entropy, BCE, InfoNCE, focal loss.
+//! - [`train`]: trainer, grouped AdamW, schedules, checkpoints, run log, divide-and-conquer
+//!   contrastive learning.
+//! - [`bench`]: encoder-layer benchmark against PyTorch.
+//!
+//! Randomness: [`seed_everything`] seeds the backend generator (process-wide in flex) and
+//! returns a host generator; the trainer re-seeds per step so runs resume exactly.
 #![warn(missing_docs)]
 
 pub use burn;
