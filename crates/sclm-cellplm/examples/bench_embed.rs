@@ -10,8 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = sclm_cellplm::CellPlmConfig::from_json_file(path)?;
     let r = sclm_cellplm::bench_embed(n, nnz, &config)?;
     println!(
-        "sclm-cellplm cells={} nnz/cell={} params={} threads={} best_s={:.3} cells_per_s={:.0}",
-        r.n_cells, r.nnz_per_cell, r.n_params, r.threads, r.best_seconds, r.cells_per_s
+        "sclm-cellplm cells={} nnz/cell={} params={} threads={} best_s={:.3} cells_per_s={:.0} embedder_s={:.3}",
+        r.n_cells, r.nnz_per_cell, r.n_params, r.threads, r.best_seconds, r.cells_per_s, r.embedder_seconds
     );
     Ok(())
 }
