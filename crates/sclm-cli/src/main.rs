@@ -4,6 +4,7 @@
 //! Every computation is a call into the sclm libraries.
 
 mod commands;
+mod output;
 mod progress;
 
 use std::process::ExitCode;
@@ -41,7 +42,13 @@ enum Command {
     Info(commands::info::Args),
     /// Run scanpy-style preprocessing steps and write the result as .h5ad.
     Preprocess(commands::preprocess::Args),
-    /// Run the main job on the embedded default dataset: simulate, inspect, preprocess, evaluate.
+    /// Score an embedding in obsm against labels (clustering, label ASW, batch mixing, kNN accuracy).
+    Evaluate(commands::evaluate::Args),
+    /// Run a classical baseline (PCA, logistic regression, kNN-diffusion denoising) on a file.
+    Baseline(commands::baseline::Args),
+    /// Draw a 2-D scatter plot (UMAP of an embedding, or a 2-D basis) coloured by an obs key or gene.
+    Plot(commands::plot::Args),
+    /// Run the main job on the embedded default dataset: simulate, inspect, preprocess, evaluate, plot.
     Demo(commands::demo::Args),
 }
 
@@ -57,6 +64,9 @@ fn main() -> ExitCode {
         Command::Simulate(a) => commands::simulate::run(&cli.global, a),
         Command::Info(a) => commands::info::run(&cli.global, a),
         Command::Preprocess(a) => commands::preprocess::run(&cli.global, a),
+        Command::Evaluate(a) => commands::evaluate::run(&cli.global, a),
+        Command::Baseline(a) => commands::baseline::run(&cli.global, a),
+        Command::Plot(a) => commands::plot::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),
     };
     match result {

@@ -164,3 +164,59 @@ fn bad_inputs_fail_cleanly() {
     let o = sclm(&["preprocess", shared("pbmc68k_reduced.h5ad").to_str().unwrap(), "-o", out_s, "--steps", "log1p,frobnicate"]);
     assert_clean_failure(&o, "frobnicate", Some(&out));
 }
+
+#[test]
+fn evaluate_plot_and_baselines_on_real_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pbmc = shared("pbmc68k_reduced.h5ad");
+    let json = tmp.path().join("m.json");
+    let png = tmp.path().join("umap.png");
+    let o = sclm(&[
+        "--quiet", "evaluate", pbmc.to_str().unwrap(), "--embedding", "X_pca", "--label-key", "bulk_labels",
+        "--json", json.to_str().unwrap(), "--plot", png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("ARI"), "{}", stdout(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ari = m["metrics"].as_array().unwrap().iter().find(|x| x["name"] == "ARI").unwrap()["value"].as_f64().unwrap();
+    // The stored PCA of pbmc68k_reduced clusters the 10 bulk labels partially (scanpy + leidenalg: ARI ≈ 0.51).
+    assert!((0.4..0.65).contains(&ari), "ARI {ari}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+
+    // A 2-D basis coloured by a gene.
+    let png2 = tmp.path().join("umap_gene.png");
+    let o = sclm(&["--quiet", "plot", pbmc.to_str().unwrap(), "--basis", "X_umap", "--color", "CD79A", "-o", png2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(png2.exists());
+
+    // Wrong keys name what exists.
+    let o = sclm(&["evaluate", pbmc.to_str().unwrap(), "--embedding", "X_pca", "--label-key", "celltype"]);
+    assert_clean_failure(&o, "bulk_labels", None);
+    let o = sclm(&["evaluate", pbmc.to_str().unwrap(), "--embedding", "X_cellplm", "--label-key", "bulk_labels"]);
+    assert_clean_failure(&o, "X_umap", None);
+    let o = sclm(&["plot", pbmc.to_str().unwrap(), "--basis", "X_umap", "--color", "NOTAGENE", "-o", png2.to_str().unwrap()]);
+    assert_clean_failure(&o, "NOTAGENE", None);
+
+    // Logistic regression on PCA of the (scaled) X.
+    let o = sclm(&["--quiet", "baseline", "logreg", pbmc.to_str().unwrap(), "--label-key", "bulk_labels", "--n-top-genes", "765"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("macro_F1"), "{}", stdout(&o));
+}
+
+#[test]
+fn denoising_baseline_beats_no_denoising_on_simulated_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim.h5ad");
+    let o = sclm(&["--quiet", "simulate", "--cells", "800", "--genes", "500", "-o", sim.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = tmp.path().join("d.json");
+    let o = sclm(&["--quiet", "baseline", "knn-denoise", sim.to_str().unwrap(), "--n-comps", "20", "--n-top-genes", "300", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let get = |name: &str| v[0]["metrics"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap()["value"].as_f64().unwrap();
+    assert!(get("RMSE") < get("RMSE_no_denoising"), "{v}");
+    // Denoising needs counts: log-normalised X is refused with the file named.
+    let o = sclm(&["baseline", "knn-denoise", shared("pbmc68k_reduced.h5ad").to_str().unwrap()]);
+    assert_clean_failure(&o, "pbmc68k_reduced.h5ad", None);
+}
