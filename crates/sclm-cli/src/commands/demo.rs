@@ -62,7 +62,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let plot = a.out_dir.join("umap_cell_type.png");
     let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
-        sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(types.clone()), "PCA UMAP — cell_type", tmp)
+        sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(types.clone()), "UMAP of PCA — true cell type", tmp)
     })?;
     println!("   wrote {}", plot.display());
 

@@ -58,7 +58,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     if let Some(p) = &a.plot {
         let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
         crate::output::plot_atomic(p, |tmp| {
-            sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(labels.clone()), &format!("{} UMAP — {}", a.embedding, a.label_key), tmp)
+            sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(labels.clone()), &format!("UMAP of {} — {}", a.embedding, a.label_key), tmp)
         })?;
         crate::progress::note(g.quiet, format!("wrote {}", p.display()));
     }

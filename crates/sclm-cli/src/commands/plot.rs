@@ -67,7 +67,11 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         None => ColorBy::None,
     };
     let coords = layout(&emb, g.seed, g.quiet)?;
-    let title = format!("{} — {}", a.basis, a.color.as_deref().unwrap_or(""));
+    let basis = if emb.ncols == 2 { a.basis.clone() } else { format!("UMAP of {}", a.basis) };
+    let title = match &a.color {
+        Some(c) => format!("{basis} — {c}"),
+        None => basis,
+    };
     crate::output::plot_atomic(&a.output, |tmp| sclm_eval::scatter_png(&coords, &color, &title, tmp))?;
     crate::progress::note(g.quiet, format!("wrote {}", a.output.display()));
     Ok(())
