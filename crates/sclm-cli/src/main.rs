@@ -48,6 +48,12 @@ enum Command {
     Baseline(commands::baseline::Args),
     /// Draw a 2-D scatter plot (UMAP of an embedding, or a 2-D basis) coloured by an obs key or gene.
     Plot(commands::plot::Args),
+    /// Import a published checkpoint into an sclm model directory.
+    Import(commands::cellplm::ImportArgs),
+    /// Embed cells with a model (zero-shot) and write the embedding to obsm.
+    Embed(commands::cellplm::EmbedArgs),
+    /// Speed benchmarks against the reference implementations.
+    Bench(commands::bench::Args),
     /// Run the main job on the embedded default dataset: simulate, inspect, preprocess, evaluate, plot.
     Demo(commands::demo::Args),
 }
@@ -67,6 +73,9 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => commands::evaluate::run(&cli.global, a),
         Command::Baseline(a) => commands::baseline::run(&cli.global, a),
         Command::Plot(a) => commands::plot::run(&cli.global, a),
+        Command::Import(a) => commands::cellplm::import(&cli.global, a),
+        Command::Embed(a) => commands::cellplm::embed(&cli.global, a),
+        Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),
     };
     match result {

@@ -220,3 +220,81 @@ fn denoising_baseline_beats_no_denoising_on_simulated_counts() {
     let o = sclm(&["baseline", "knn-denoise", shared("pbmc68k_reduced.h5ad").to_str().unwrap()]);
     assert_clean_failure(&o, "pbmc68k_reduced.h5ad", None);
 }
+
+/// A small AnnData of raw counts over `genes`, two batches.
+fn counts_file(path: &Path, genes: &[String], n: usize, scale: f32) {
+    use sclm_data::{AnnData, Column, CsrMatrix, Matrix};
+    let g = genes.len();
+    let mut dense = vec![0f32; n * g];
+    for i in 0..n {
+        for j in 0..g {
+            // Deterministic, cell-type-like structure: two programmes of genes.
+            let prog = if (i % 2 == 0) == (j % 3 == 0) { 4.0 } else { 0.0 };
+            dense[i * g + j] = (((i * 7 + j * 13) % 5) as f32 + prog).floor() * scale;
+        }
+    }
+    let x = CsrMatrix::from_dense(&sclm_data::Dense::from_vec(n, g, dense).unwrap());
+    let mut a = AnnData::new(Matrix::Csr(x));
+    a.var.index = genes.to_vec();
+    let batches: Vec<String> = (0..n).map(|i| if i < n / 2 { "b1".into() } else { "b2".into() }).collect();
+    a.obs.insert("batch", Column::categorical_from_labels(&batches)).unwrap();
+    sclm_io::write_h5ad(&a, path, &Default::default()).unwrap();
+}
+
+#[test]
+fn import_and_embed_cellplm_checkpoint() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cellplm");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let o = sclm(&[
+        "import", "cellplm",
+        "--config", fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
+        "--ckpt", fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
+        "-o", model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("loaded"), "{}", stderr(&o));
+    for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    let genes: Vec<String> = std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
+    assert_eq!(genes.len(), 60);
+
+    // The dataset has 50 of the 60 vocabulary genes plus two unknown ones, in another order.
+    let mut ds_genes: Vec<String> = genes[10..].iter().rev().cloned().collect();
+    ds_genes.push("NOT_A_GENE_1".into());
+    ds_genes.push("NOT_A_GENE_2".into());
+    let data = tmp.path().join("data.h5ad");
+    counts_file(&data, &ds_genes, 30, 1.0);
+    let out1 = tmp.path().join("e1.h5ad");
+    let out2 = tmp.path().join("e2.h5ad");
+    for out in [&out1, &out2] {
+        let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("50"), "gene matching report expected: {}", stderr(&o));
+    }
+    let a = sclm_io::read_h5ad(&out1).unwrap();
+    let b = sclm_io::read_h5ad(&out2).unwrap();
+    let e = a.obsm_get("X_cellplm").unwrap();
+    assert_eq!(e.shape(), (30, 16));
+    assert_eq!(e, b.obsm_get("X_cellplm").unwrap(), "embedding must be deterministic");
+    let e = e.to_f32();
+    assert!(e.data.iter().all(|v| v.is_finite()));
+    // Cells with different counts get different embeddings (random weights: nothing more is implied).
+    let d = |i: usize, j: usize| e.row(i).iter().zip(e.row(j)).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
+    assert!(d(0, 1) > 1e-6, "embeddings collapsed");
+    // Everything else in the file is kept.
+    assert_eq!(a.obs, sclm_io::read_h5ad(&data).unwrap().obs);
+
+    // No gene in common: one clear error, no output.
+    let other = tmp.path().join("other.h5ad");
+    counts_file(&other, &["Foo".to_string(), "Bar".to_string()], 10, 1.0);
+    let out3 = tmp.path().join("e3.h5ad");
+    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap(), "-o", out3.to_str().unwrap()]);
+    assert_clean_failure(&o, "no gene", Some(&out3));
+    // Not raw counts: refused.
+    let frac = tmp.path().join("frac.h5ad");
+    counts_file(&frac, &ds_genes, 10, 0.37);
+    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", frac.to_str().unwrap(), "-o", out3.to_str().unwrap()]);
+    assert_clean_failure(&o, "frac.h5ad", Some(&out3));
+}

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod baseline;
+pub mod bench;
+pub mod cellplm;
 pub mod demo;
 pub mod evaluate;
 pub mod info;
