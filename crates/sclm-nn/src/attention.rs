@@ -87,7 +87,7 @@ impl MultiHeadAttentionConfig {
     /// If `d_model` is not divisible by `n_heads` (a programming error in the configuration).
     pub fn init(&self, device: &Device) -> MultiHeadAttention {
         assert!(
-            self.d_model % self.n_heads == 0,
+            self.d_model.is_multiple_of(self.n_heads),
             "d_model {} must be divisible by n_heads {}",
             self.d_model,
             self.n_heads
@@ -206,7 +206,7 @@ impl FlowAttentionConfig {
     /// # Panics
     /// If `d_model` is not divisible by `n_heads`.
     pub fn init(&self, device: &Device) -> FlowAttention {
-        assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");
+        assert!(self.d_model.is_multiple_of(self.n_heads), "d_model must be divisible by n_heads");
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         FlowAttention {
             query_projection: lin(self.d_model, self.d_model),
@@ -393,7 +393,7 @@ impl PerformerAttentionConfig {
     /// If `d_model` is not divisible by `n_heads`.
     pub fn init(&self, device: &Device) -> PerformerAttention {
         use rand::SeedableRng;
-        assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");
+        assert!(self.d_model.is_multiple_of(self.n_heads), "d_model must be divisible by n_heads");
         let dh = self.d_model / self.n_heads;
         let m = self.features();
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);

@@ -360,7 +360,7 @@ pub fn normalize_coordinates(coords: &[[f32; 2]]) -> Vec<[f32; 2]> {
 /// # Shapes
 /// `coords`: `n` → output `[n, d]`
 pub fn sinusoidal_pe_2d(coords: &[[f32; 2]], d: usize, device: &Device) -> Result<Tensor<2>, NnError> {
-    if d % 4 != 0 {
+    if !d.is_multiple_of(4) {
         return Err(NnError::Config(format!("2-D positional encoding needs d divisible by 4, got {d}")));
     }
     let mut out = vec![0f32; coords.len() * d];

@@ -204,6 +204,9 @@ pub(crate) fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A validation metric computed on the evaluation-mode model over the validation batches.
+pub type MetricFn<M> = dyn Fn(&M, &[<M as Trainable>::Batch]) -> f64;
+
 /// The training loop.
 pub struct Trainer<M: Trainable> {
     /// The model being trained (on an autodiff device).
@@ -362,7 +365,7 @@ impl<M: Trainable> Trainer<M> {
         &mut self,
         train: &[M::Batch],
         valid: &[M::Batch],
-        metric: Option<&dyn Fn(&M, &[M::Batch]) -> f64>,
+        metric: Option<&MetricFn<M>>,
         progress: &mut dyn Progress,
     ) -> Result<FitSummary, NnError> {
         while self.state.epoch < self.config.max_epochs && !self.state.stopped_early {
