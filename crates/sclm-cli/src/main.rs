@@ -23,6 +23,33 @@ pub struct Global {
     /// Print only results and errors: no progress bars or notes.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Where models run: `cpu` (default) or `gpu` (Vulkan; needs a build with `--features gpu`).
+    #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+}
+
+/// The compute device asked for with `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The CPU (burn's flex backend, all `--threads`).
+    Cpu,
+    /// A GPU through Vulkan.
+    Gpu,
+}
+
+impl Global {
+    /// The device models run on.
+    pub fn device(&self) -> anyhow::Result<sclm_nn::burn::tensor::Device> {
+        match self.device {
+            DeviceChoice::Cpu => Ok(sclm_nn::cpu_device()),
+            #[cfg(feature = "gpu")]
+            DeviceChoice::Gpu => Ok(sclm_nn::gpu_device()),
+            #[cfg(not(feature = "gpu"))]
+            DeviceChoice::Gpu => anyhow::bail!(
+                "--device gpu: this sclm was built without GPU support; build it with `cargo build --release -p sclm-cli --features gpu`"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Parser)]

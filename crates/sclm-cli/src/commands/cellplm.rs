@@ -37,7 +37,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<()> {
     match a.family {
         Family::Cellplm => {
             let config = CellPlmConfig::from_json_file(&a.config)?;
-            let (mut model, report) = CellPlm::load_torch(&a.ckpt, &config, &sclm_nn::cpu_device())?;
+            let (mut model, report) = CellPlm::load_torch(&a.ckpt, &config, &g.device()?)?;
             crate::progress::note(g.quiet, format!("{}: {}", a.ckpt.display(), report.summary()));
             model.save_dir(&a.output)?;
             crate::progress::note(g.quiet, format!("wrote {}", a.output.display()));
@@ -76,7 +76,7 @@ pub struct EmbedArgs {
 }
 
 pub fn embed(g: &Global, a: EmbedArgs) -> Result<()> {
-    let (model, _pre) = CellPlm::load_dir(&a.model, &sclm_nn::cpu_device())?;
+    let (model, _pre) = CellPlm::load_dir(&a.model, &g.device()?)?;
     let (mut adata, report) = sclm_io::read_any(&a.data)?;
     crate::progress::warn_read(g.quiet, &a.data, &report);
     let matched = match_genes(&adata.var.index, model.genes(), &GeneMatchOptions::default())
