@@ -4,7 +4,7 @@
 Usage: python scripts/interop_check.py --bin target/debug/examples/interop [--data DIR] [--keep DIR]
 
 1. Python writes .h5ad files (dense / sparse / CSC X, categoricals, bool/int/float/string
-   columns, obsm, varm, layers, raw, uns; plain and gzip), the Rust side reads each and writes
+   columns, obsm, varm, layers, obsp, raw, uns; plain and gzip), the Rust side reads each and writes
    it back (whole, through the streaming writer, and through the row reader); anndata reads
    the result and every value is compared with the original, exactly.
 2. The Rust side writes a synthetic AnnData; anndata reads it and compares it with the same
@@ -140,7 +140,7 @@ def cmp_uns(where, a, b, exact_keys=True):
         fail(where, "values differ")
 
 
-def cmp_adata(a, b, *, x_format=True, uns_exact=True, parts=("obs", "var", "obsm", "varm", "layers", "raw", "uns")):
+def cmp_adata(a, b, *, x_format=True, uns_exact=True, parts=("obs", "var", "obsm", "varm", "layers", "obsp", "raw", "uns")):
     cmp_matrix("X", a.X, b.X, same_format=x_format)
     if "obs" in parts:
         cmp_frame("obs", a.obs, b.obs)
@@ -155,6 +155,12 @@ def cmp_adata(a, b, *, x_format=True, uns_exact=True, parts=("obs", "var", "obsm
             fail("layers", f"keys {sorted(a.layers.keys())} != {sorted(b.layers.keys())}")
         for k in a.layers.keys():
             cmp_matrix(f"layers['{k}']", a.layers[k], b.layers[k])
+    if "obsp" in parts:
+        if set(a.obsp.keys()) != set(b.obsp.keys()):
+            fail("obsp", f"keys {sorted(a.obsp.keys())} != {sorted(b.obsp.keys())}")
+        for k in a.obsp.keys():
+            # sclm keeps matrices in float32: float64 graphs come back rounded to float32.
+            cmp_matrix(f"obsp['{k}']", a.obsp[k].astype(np.float32), b.obsp[k])
     if "raw" in parts:
         if (a.raw is None) != (b.raw is None):
             fail("raw", "present in only one of the files")
@@ -200,6 +206,9 @@ def fixture(dense_x=False, csc=False):
     a.varm["PCs"] = rng.normal(size=(g, 5))
     a.layers["counts"] = sp.csr_matrix(np.floor(x))
     a.layers["dense_layer"] = (x * 2).astype(np.float32)
+    a.obsp["connectivities"] = sp.random(n, n, density=0.1, format="csr", dtype=np.float32, random_state=1)
+    a.obsp["distances"] = sp.random(n, n, density=0.1, format="csc", dtype=np.float64, random_state=2)
+    a.obsp["dense_pairs"] = rng.normal(size=(n, n)).astype(np.float32)
     raw_x = np.concatenate([x, rng.poisson(0.3, size=(n, 4)).astype(np.float32)], axis=1)
     raw = ad.AnnData(X=sp.csr_matrix(raw_x), var=pd.DataFrame(index=[f"G{j}" for j in range(g + 4)]))
     a.raw = raw
@@ -343,7 +352,7 @@ def main():
                 a.var_names_make_unique()
                 if a.raw is not None:
                     a.raw.var.index = ad.utils.make_index_unique(a.raw.var.index)
-                cmp_adata(a, ad.read_h5ad(out), uns_exact=False, parts=("obs", "var", "obsm", "varm", "layers", "raw", "uns"))
+                cmp_adata(a, ad.read_h5ad(out), uns_exact=False, parts=("obs", "var", "obsm", "varm", "layers", "obsp", "raw", "uns"))
 
             check(f"real file {f}", real)
 

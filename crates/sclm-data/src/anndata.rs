@@ -30,6 +30,9 @@ pub struct AnnData {
     pub varm: BTreeMap<String, Array2>,
     /// Other matrices with the shape of `X` (e.g. `counts`).
     pub layers: BTreeMap<String, Matrix>,
+    /// Pairwise cell × cell matrices (`n_obs × n_obs`, e.g. neighbour `connectivities` and
+    /// `distances`, or an attention graph); rows and columns are both cells.
+    pub obsp: BTreeMap<String, Matrix>,
     /// The raw matrix, if stored.
     pub raw: Option<Raw>,
     /// Unstructured metadata.
@@ -47,6 +50,7 @@ impl AnnData {
             obsm: BTreeMap::new(),
             varm: BTreeMap::new(),
             layers: BTreeMap::new(),
+            obsp: BTreeMap::new(),
             raw: None,
             uns: BTreeMap::new(),
         }
@@ -91,6 +95,11 @@ impl AnnData {
             check(format!("layers['{k}'] rows"), n, s.0)?;
             check(format!("layers['{k}'] columns"), g, s.1)?;
         }
+        for (k, m) in &self.obsp {
+            let s = m.shape();
+            check(format!("obsp['{k}'] rows"), n, s.0)?;
+            check(format!("obsp['{k}'] columns"), n, s.1)?;
+        }
         if let Some(raw) = &self.raw {
             let s = raw.x.shape();
             check("raw.X rows".into(), n, s.0)?;
@@ -113,7 +122,8 @@ impl AnnData {
         })
     }
 
-    /// Keeps the cells listed in `rows`, in that order, in every part.
+    /// Keeps the cells listed in `rows`, in that order, in every part (`obsp` matrices keep
+    /// those rows and those columns).
     pub fn select_obs(&self, rows: &[usize]) -> AnnData {
         AnnData {
             x: self.x.select_rows(rows),
@@ -122,6 +132,7 @@ impl AnnData {
             obsm: self.obsm.iter().map(|(k, a)| (k.clone(), a.select_rows(rows))).collect(),
             varm: self.varm.clone(),
             layers: self.layers.iter().map(|(k, m)| (k.clone(), m.select_rows(rows))).collect(),
+            obsp: self.obsp.iter().map(|(k, m)| (k.clone(), m.select_rows(rows).select_cols(rows))).collect(),
             raw: self.raw.as_ref().map(|r| Raw { x: r.x.select_rows(rows), var: r.var.clone(), varm: r.varm.clone() }),
             uns: self.uns.clone(),
         }
@@ -137,8 +148,29 @@ impl AnnData {
             obsm: self.obsm.clone(),
             varm: self.varm.iter().map(|(k, a)| (k.clone(), a.select_rows(cols))).collect(),
             layers: self.layers.iter().map(|(k, m)| (k.clone(), m.select_cols(cols))).collect(),
+            obsp: self.obsp.clone(),
             raw: self.raw.clone(),
             uns: self.uns.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CsrMatrix, Dense};
+
+    #[test]
+    fn obsp_is_validated_and_subset_on_both_axes() {
+        let mut a = AnnData::new(Matrix::Dense(Dense::zeros(3, 2)));
+        let p = Dense::from_vec(3, 3, vec![0., 1., 2., 3., 0., 5., 6., 7., 0.]).unwrap();
+        a.obsp.insert("g".into(), Matrix::Csr(CsrMatrix::from_dense(&p)));
+        a.validate().unwrap();
+        let s = a.select_obs(&[2, 0]);
+        assert_eq!(s.obsp["g"].to_dense(), Dense::from_vec(2, 2, vec![0., 6., 2., 0.]).unwrap());
+        assert_eq!(a.select_vars(&[1]).obsp, a.obsp);
+        a.obsp.insert("bad".into(), Matrix::Dense(Dense::zeros(3, 2)));
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains("obsp['bad'] columns"), "{e}");
     }
 }

@@ -210,11 +210,22 @@ impl CsrMatrix {
         CsrMatrix { nrows: rows.len(), ncols: self.ncols, indptr, indices, data }
     }
 
-    /// Keeps the columns listed in `cols`, in that order (column `cols[k]` becomes column `k`).
+    /// Keeps the columns listed in `cols`, in that order (column `cols[k]` becomes column `k`;
+    /// a column listed several times is repeated).
     pub fn select_cols(&self, cols: &[usize]) -> Self {
-        let mut map = vec![u32::MAX; self.ncols];
+        // New positions of each old column: `targets[start[c]..start[c + 1]]`.
+        let mut start = vec![0usize; self.ncols + 1];
+        for &c in cols {
+            start[c + 1] += 1;
+        }
+        for j in 0..self.ncols {
+            start[j + 1] += start[j];
+        }
+        let mut targets = vec![0u32; cols.len()];
+        let mut next = start.clone();
         for (k, &c) in cols.iter().enumerate() {
-            map[c] = k as u32;
+            targets[next[c]] = k as u32;
+            next[c] += 1;
         }
         let mut indptr = Vec::with_capacity(self.nrows + 1);
         indptr.push(0);
@@ -224,9 +235,10 @@ impl CsrMatrix {
         for i in 0..self.nrows {
             let (idx, val) = self.row(i);
             buf.clear();
-            buf.extend(
-                idx.iter().zip(val).filter(|(c, _)| map[**c as usize] != u32::MAX).map(|(c, v)| (map[*c as usize], *v)),
-            );
+            for (&c, &v) in idx.iter().zip(val) {
+                let c = c as usize;
+                buf.extend(targets[start[c]..start[c + 1]].iter().map(|&t| (t, v)));
+            }
             buf.sort_unstable_by_key(|p| p.0);
             indices.extend(buf.iter().map(|p| p.0));
             data.extend(buf.iter().map(|p| p.1));
@@ -428,6 +440,7 @@ mod tests {
             }
         }
         assert_eq!(c.select_cols(&[2, 0]).to_dense(), d.select_cols(&[2, 0]));
+        assert_eq!(c.select_cols(&[2, 0, 2, 2]).to_dense(), d.select_cols(&[2, 0, 2, 2]));
         assert_eq!(c.select_rows(&[2, 1]).to_dense(), d.select_rows(&[2, 1]));
         let s = CsrMatrix::vstack(&[c.select_rows(&[0]), c.select_rows(&[1, 2])]).unwrap();
         assert_eq!(s, c);

@@ -27,7 +27,7 @@ pub struct ReadOptions {
 /// What a reader could not represent or had to change, for the caller to warn about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadReport {
-    /// Elements not read, each as `key (reason)`, e.g. `obsp/distances (pairwise matrices are not kept)`.
+    /// Elements not read, each as `key (reason)`, e.g. `varp/corr (gene × gene matrices are not kept)`.
     pub skipped: Vec<String>,
     /// Gene names that occurred more than once; they were made unique as anndata does (`A`, `A-1`, ...).
     pub duplicate_var_names: Vec<String>,
@@ -144,11 +144,10 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
         None
     };
 
-    for k in ["obsp", "varp"] {
-        if has(k) {
-            let (a, b) = h.children(k)?;
-            rep.skipped.extend(a.iter().chain(b.iter()).map(|e| format!("{k}/{e} (pairwise matrices are not kept)")));
-        }
+    let mut obsp = if has("obsp") { read_pairwise(h, n)? } else { BTreeMap::new() };
+    if has("varp") {
+        let (a, b) = h.children("varp")?;
+        rep.skipped.extend(a.iter().chain(b.iter()).map(|e| format!("varp/{e} (gene × gene matrices are not kept)")));
     }
 
     let mut uns = BTreeMap::new();
@@ -162,6 +161,7 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
             uns.remove(&format!("{c}_categories"));
         }
     }
+    move_legacy_neighbors(h, n, &mut obsp, &mut uns, &mut rep)?;
     for k in groups.iter().chain(datasets.iter()) {
         if !["X", "obs", "var", "obsm", "varm", "obsp", "varp", "layers", "raw", "raw.X", "raw.var", "raw.varm", "uns"]
             .contains(&k.as_str())
@@ -169,9 +169,53 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
             rep.skipped.push(format!("{k} (not part of AnnData)"));
         }
     }
-    let a = AnnData { x, obs, var, obsm, varm, layers, raw, uns };
+    let a = AnnData { x, obs, var, obsm, varm, layers, obsp, raw, uns };
     a.validate().map_err(|e| data_err(&h.name, "AnnData", e))?;
     Ok((a, rep))
+}
+
+/// Reads `obsp`: every entry a dense, CSR or CSC `n × n` matrix.
+pub(crate) fn read_pairwise(h: &H5, n: usize) -> Result<BTreeMap<String, Matrix>> {
+    let mut out = BTreeMap::new();
+    let (gs, ds) = h.children("obsp")?;
+    for k in gs.iter().chain(ds.iter()) {
+        let key = format!("obsp/{k}");
+        let m = read_matrix(h, &key)?;
+        if m.shape() != (n, n) {
+            return Err(h.err(&key, format!("shape {:?}, expected {:?} (cells × cells)", m.shape(), (n, n))));
+        }
+        out.insert(k.clone(), m);
+    }
+    Ok(out)
+}
+
+/// Files written before anndata 0.7 keep the neighbour graph in
+/// `uns/neighbors/{distances,connectivities}`; anndata moves those to `obsp` when reading, and
+/// so does this reader (for cells × cells matrices), noting it in `rep.converted`.
+pub(crate) fn move_legacy_neighbors(
+    h: &H5,
+    n: usize,
+    obsp: &mut BTreeMap<String, Matrix>,
+    uns: &mut BTreeMap<String, Value>,
+    rep: &mut ReadReport,
+) -> Result<()> {
+    for k in ["distances", "connectivities"] {
+        let key = format!("uns/neighbors/{k}");
+        if !h.has(&key) {
+            continue;
+        }
+        let Ok(m) = read_matrix(h, &key) else { continue };
+        if m.shape() != (n, n) {
+            continue;
+        }
+        obsp.insert(k.to_string(), m);
+        if let Some(Value::Map(nb)) = uns.get_mut("neighbors") {
+            nb.remove(k);
+        }
+        rep.skipped.retain(|s| !s.starts_with(&format!("{key} ")));
+        rep.converted.push(format!("{key} (moved to obsp/{k}, as anndata does)"));
+    }
+    Ok(())
 }
 
 /// Legacy (pre-0.7) categories, stored in `uns` as `<col>_categories`.

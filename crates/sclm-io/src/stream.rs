@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use hdf5_pure::{AttrValue, Dataset, FileAccessProperties, FileBuilder, MaxExtent, SyncPolicy};
-use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
+
+use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix, Value};
 
 use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
-use crate::read::{legacy_categories, read_dataframe, to_usize, ReadReport};
+use crate::read::{legacy_categories, move_legacy_neighbors, read_arrays, read_dataframe, read_pairwise, read_uns, to_usize, ReadReport};
 use crate::write::{build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
 
 enum Layout {
@@ -37,6 +38,8 @@ pub struct H5adRowReader {
     obs: DataFrame,
     var: DataFrame,
     report: ReadReport,
+    /// Legacy (pre-0.7) categorical columns whose categories live in `uns`.
+    used_cats: Vec<String>,
 }
 
 impl std::fmt::Debug for H5adRowReader {
@@ -120,7 +123,7 @@ impl H5adRowReader {
             return Err(h.err("var", format!("has {} rows but X has {n_vars} columns", var.nrows())));
         }
         report.duplicate_var_names = var.make_index_unique();
-        Ok(H5adRowReader { h, x, n_obs, n_vars, obs, var, report })
+        Ok(H5adRowReader { h, x, n_obs, n_vars, obs, var, report, used_cats: used })
     }
 
     /// Number of cells.
@@ -151,6 +154,53 @@ impl H5adRowReader {
     /// What was skipped or renamed while reading `obs`/`var`.
     pub fn report(&self) -> &ReadReport {
         &self.report
+    }
+
+    /// Everything of the file but `X`, `layers` and `raw`: `obs`, `var`, `obsm`, `varm`,
+    /// `obsp` and `uns`, with an empty CSR `X` of the file's shape. This is the template for
+    /// an [`H5adStreamWriter`] copy of the file whose `X` is then copied chunk by chunk
+    /// (`layers` and `raw` are as large as `X`: they are listed in the report as not read).
+    pub fn annotations(&self) -> Result<(AnnData, ReadReport)> {
+        guard(&self.h.name, || {
+            let h = &self.h;
+            let mut rep = self.report.clone();
+            let (groups, datasets) = h.children("")?;
+            let has = |k: &str| groups.iter().chain(datasets.iter()).any(|n| n == k);
+            let mut a = AnnData::new(Matrix::Csr(CsrMatrix::zeros(self.n_obs, self.n_vars)));
+            a.obs = self.obs.clone();
+            a.var = self.var.clone();
+            if has("obsm") {
+                a.obsm = read_arrays(h, "obsm", self.n_obs, &mut rep)?;
+            }
+            if has("varm") {
+                a.varm = read_arrays(h, "varm", self.n_vars, &mut rep)?;
+            }
+            if has("obsp") {
+                a.obsp = read_pairwise(h, self.n_obs)?;
+            }
+            if has("varp") {
+                let (g, d) = h.children("varp")?;
+                rep.skipped.extend(g.iter().chain(d.iter()).map(|e| format!("varp/{e} (gene × gene matrices are not kept)")));
+            }
+            if has("layers") {
+                let (g, d) = h.children("layers")?;
+                rep.skipped.extend(g.iter().chain(d.iter()).map(|e| format!("layers/{e} (not read by the row reader)")));
+            }
+            if has("raw") || has("raw.X") {
+                rep.skipped.push("raw (not read by the row reader)".into());
+            }
+            if has("uns") {
+                if let Value::Map(m) = read_uns(h, "uns", &mut rep)? {
+                    a.uns = m;
+                }
+                for c in &self.used_cats {
+                    a.uns.remove(&format!("{c}_categories"));
+                }
+            }
+            move_legacy_neighbors(h, self.n_obs, &mut a.obsp, &mut a.uns, &mut rep)?;
+            a.validate().map_err(|e| data_err(&h.name, "AnnData", e))?;
+            Ok((a, rep))
+        })
     }
 
     /// True when `X` is stored sparse (CSR).

@@ -97,7 +97,7 @@ pub(crate) fn check_storable(a: &AnnData, file: &str) -> Result<()> {
     }
     frame(file, "obs", &a.obs)?;
     frame(file, "var", &a.var)?;
-    for (key, names) in [("obsm", a.obsm.keys().collect::<Vec<_>>()), ("varm", a.varm.keys().collect()), ("layers", a.layers.keys().collect())] {
+    for (key, names) in [("obsm", a.obsm.keys().collect::<Vec<_>>()), ("varm", a.varm.keys().collect()), ("layers", a.layers.keys().collect()), ("obsp", a.obsp.keys().collect())] {
         for n in names {
             name_ok(file, key, n)?;
         }
@@ -260,11 +260,15 @@ pub(crate) fn build_anndata(b: &mut FileBuilder, a: &AnnData, opts: &WriteOption
         write_matrix(&mut g, k, m, opts);
     }
     b.add(g.finish());
-    for k in ["obsp", "varp"] {
-        let mut g = b.sub(k);
-        enc(&mut g, "dict", "0.1.0");
-        b.add(g.finish());
+    let mut g = b.sub("obsp");
+    enc(&mut g, "dict", "0.1.0");
+    for (k, m) in &a.obsp {
+        write_matrix(&mut g, k, m, opts);
     }
+    b.add(g.finish());
+    let mut g = b.sub("varp");
+    enc(&mut g, "dict", "0.1.0");
+    b.add(g.finish());
     let mut g = b.sub("uns");
     enc(&mut g, "dict", "0.1.0");
     for (k, v) in &a.uns {

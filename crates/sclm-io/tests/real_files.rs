@@ -73,7 +73,17 @@ fn pre_07_layout_pbmc68k_reduced() {
     assert!(!a.uns.contains_key("bulk_labels_categories"));
     assert!(a.uns.contains_key("bulk_labels_colors"));
     assert!(a.uns["pca"].as_map().unwrap().contains_key("variance_ratio"));
-    assert!(rep.skipped.iter().any(|s| s.starts_with("uns/neighbors/connectivities")), "{:?}", rep.skipped);
+    // The pre-0.7 neighbour graph in uns/neighbors is moved to obsp, as anndata does.
+    assert!(!rep.skipped.iter().any(|s| s.starts_with("uns/neighbors/connectivities")), "{:?}", rep.skipped);
+    assert!(rep.converted.iter().any(|s| s.starts_with("uns/neighbors/distances (moved to obsp")), "{:?}", rep.converted);
+    assert!(!a.uns["neighbors"].as_map().unwrap().contains_key("connectivities"));
+    let c = a.obsp["connectivities"].to_csr();
+    assert_eq!((c.nrows, c.ncols, c.nnz()), (700, 700, 9992));
+    assert_eq!(c.row(0).0[..3], [9, 54, 94]);
+    assert_eq!(c.row(0).1[..3], [0.179_600_58, 0.122_728_82, 1.0]);
+    assert!((sum(&a.obsp["connectivities"]) - 3999.3202025676114).abs() < 1e-2);
+    assert_eq!(a.obsp["distances"].stored(), 6300);
+    assert!((sum(&a.obsp["distances"]) - 43570.44111037254).abs() < 0.1);
     assert!(rep.skipped.iter().any(|s| s.starts_with("uns/rank_genes_groups/names")), "{:?}", rep.skipped);
 }
 
@@ -134,9 +144,26 @@ fn current_layout_visium_with_obsm_and_uns() {
     assert_eq!(params["n_iterations"], sclm_data::Value::I64(-1));
     let imgs = a.uns["spatial"].as_map().unwrap()["V1_Adult_Mouse_Brain"].as_map().unwrap()["images"].as_map().unwrap();
     assert!(matches!(&imgs["hires"], sclm_data::Value::F64Array { shape, .. } if shape == &[100, 100, 3]));
-    assert!(rep.skipped.iter().any(|s| s.starts_with("obsp/connectivities")), "{:?}", rep.skipped);
-    assert!(rep.skipped.iter().any(|s| s.starts_with("obsp/distances")), "{:?}", rep.skipped);
-    assert!(rep.warnings().iter().any(|w| w.starts_with("not read: obsp/distances")));
+    // obsp: CSR neighbour graphs (float32 connectivities, float64 distances read as float32).
+    assert!(!rep.skipped.iter().any(|s| s.starts_with("obsp/")), "{:?}", rep.skipped);
+    let c = a.obsp["connectivities"].to_csr();
+    assert_eq!((c.nrows, c.ncols, c.nnz()), (49, 49, 438));
+    assert_eq!(c.row(0).0[..3], [1, 4, 6]);
+    assert_eq!(c.row(0).1[..3], [0.150_795_95, 0.999_999_94, 0.073_326_476]);
+    assert!((sum(&a.obsp["connectivities"]) - 159.2198028564453).abs() < 1e-3);
+    let d = a.obsp["distances"].to_csr();
+    assert_eq!(d.nnz(), 301);
+    assert_eq!(d.row(0).1[0], 8.716_064);
+    assert!((sum(&a.obsp["distances"]) - 4808.733199119568).abs() < 1e-2);
+    // ... and they are written back and read again unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.h5ad");
+    sclm_io::write_h5ad(&a, &out, &Default::default()).unwrap();
+    let b = sclm_io::read_h5ad(&out).unwrap();
+    assert_eq!(b.obsp, a.obsp);
+    // The row reader's annotations (everything but X, layers and raw) include obsp.
+    let (t, _) = H5adRowReader::open(data("visium_mouse_brain_tiny.h5ad")).unwrap().annotations().unwrap();
+    assert_eq!((t.obsp, t.obsm, t.uns), (a.obsp.clone(), a.obsm.clone(), a.uns.clone()));
 }
 
 #[test]
