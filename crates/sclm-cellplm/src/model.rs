@@ -79,6 +79,8 @@ pub struct Embedder {
     /// present only when the positional encoding is on.
     pub missing_pe: Option<Param<Tensor<1>>>,
     dropout: Dropout,
+    #[module(skip)]
+    normalize_total: Option<f64>,
 }
 
 impl Embedder {
@@ -94,6 +96,7 @@ impl Embedder {
                 .positional_encoding
                 .then(|| Param::from_tensor(Tensor::random([d], Distribution::Normal(0.0, 0.02), device))),
             dropout: DropoutConfig::new(c.model_dropout).init(),
+            normalize_total: c.normalize_total,
         }
     }
 
@@ -131,6 +134,22 @@ impl Embedder {
     /// - `x`: `n × genes` sparse raw counts; `coords`: `n` pairs
     /// - output: `[n, enc_hid]`
     pub fn forward(&self, x: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> Result<Tensor<2>> {
+        let scaled: Vec<f32>;
+        let x = match self.normalize_total {
+            None => *x,
+            Some(target) => {
+                scaled = (0..x.n_rows())
+                    .flat_map(|r| {
+                        let vals = &x.data[x.indptr[r]..x.indptr[r + 1]];
+                        let total: f64 = vals.iter().map(|&v| v as f64).sum();
+                        let f = if total > 0.0 { target / total } else { 0.0 };
+                        vals.iter().map(move |&v| (v as f64 * f) as f32)
+                    })
+                    .collect();
+                CsrRows::new(x.n_cols, x.indptr, x.indices, &scaled)?
+            }
+        };
+        let x = &x;
         let mut h = self.feat_enc.forward(x)?;
         if let Some(m) = &self.missing_pe {
             h = h + self.positional(x.n_rows(), coords, m)?;
@@ -312,7 +331,15 @@ impl Latent {
                 logits: lin(d, k),
                 qzyx_hidden: lin(d + k, c.qzyx_hidden),
                 qzyx_mu: lin(c.qzyx_hidden, dz),
-                qzyx_var: lin(c.qzyx_hidden, dz),
+                // Variance bias −4 (softplus ≈ 0.018): a fresh posterior starts nearly
+                // deterministic, so the decoder sees the encoder's signal rather than unit noise
+                // and learns to use z (at unit variance it learns to ignore z and the posterior
+                // never sharpens).
+                qzyx_var: {
+                    let mut l = lin(c.qzyx_hidden, dz);
+                    l.bias = Some(Param::from_tensor(Tensor::full([dz], -4.0, device)));
+                    l
+                },
                 y_mu: lin(k, dz),
                 y_var: lin(k, dz),
                 k,
@@ -501,7 +528,11 @@ impl Decoder {
         let head = match c.dec_mod {
             DecoderKind::Nbmlp => DecoderHead::Nb(NbHead {
                 dec_1: LinearConfig::new(h, 128).init(device),
-                dec_mean: LinearConfig::new(128, g).init(device),
+                // Zero-initialised output weights (bias: default): at initialisation every cell
+                // gets the same profile, so the first steps fit the mean profile instead of
+                // suppressing the cell-to-cell variation of z (which otherwise collapses the
+                // encoder before the weak per-cell signal of the NB likelihood is picked up).
+                dec_mean: LinearConfig::new(128, g).with_initializer(burn::nn::Initializer::Zeros).init(device),
                 dec_disp: Param::from_tensor(Tensor::random([g], Distribution::Normal(0.0, 1.0), device)),
             }),
             DecoderKind::Mlp => DecoderHead::Mlp(LinearConfig::new(h, g).init(device)),
@@ -711,9 +742,18 @@ impl CellPlm {
     /// - `input.counts`: `n × genes` sparse raw counts
     /// - output: see [`GroupOutput`]
     pub fn forward(&self, input: &GroupInput<'_>, decode: bool) -> Result<GroupOutput> {
+        self.forward_mode(input, decode, self.config.deterministic)
+    }
+
+    /// [`CellPlm::forward`] with the latent sampling chosen per call: `deterministic = false`
+    /// samples the GMVAE cluster (hard Gumbel-softmax) and z (reparameterised), as in training.
+    ///
+    /// # Shapes
+    /// as [`CellPlm::forward`]
+    pub fn forward_mode(&self, input: &GroupInput<'_>, decode: bool, deterministic: bool) -> Result<GroupOutput> {
         let mut acts = Vec::new();
         let h = self.encode(&input.counts, input.coords, Some(&mut acts))?;
-        let lat = self.latent.forward(h, self.config.deterministic);
+        let lat = self.latent.forward(h, deterministic);
         acts.extend(lat.activations);
         let decoder = if decode { Some(self.decoder.forward(lat.z, input.covariates)?) } else { None };
         Ok(GroupOutput {

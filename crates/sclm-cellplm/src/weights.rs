@@ -237,6 +237,11 @@ impl CellPlm {
     /// Atomic: written to a temporary sibling directory, then renamed over `dir` (an existing
     /// model directory there is replaced).
     pub fn save_dir(&mut self, dir: impl AsRef<Path>) -> Result<()> {
+        self.save_dir_with(dir, &Preprocessing::default())
+    }
+
+    /// [`CellPlm::save_dir`] with the given preprocessing record (covariate labels, gene id kind).
+    pub fn save_dir_with(&mut self, dir: impl AsRef<Path>, pre: &Preprocessing) -> Result<()> {
         let dir = dir.as_ref();
         let name = dir
             .file_name()
@@ -262,7 +267,7 @@ impl CellPlm {
             write("genes.txt", self.genes().join("\n") + "\n")?;
             write(
                 "preprocessing.json",
-                serde_json::to_string_pretty(&Preprocessing::default()).expect("serialises"),
+                serde_json::to_string_pretty(pre).expect("serialises"),
             )?;
             let sd = self.to_state_dict()?;
             let mut meta = HashMap::new();
@@ -341,6 +346,21 @@ pub struct Preprocessing {
     /// obs column defining the groups that attend to each other (default `batch`).
     #[serde(default = "d_group")]
     pub group_key: String,
+    /// Label of each row of the decoder's batch table (`dataset/batch` for models pretrained by
+    /// sclm; empty for imported models, whose tables are anonymous).
+    #[serde(default)]
+    pub batch_labels: Vec<String>,
+    /// Label of each row of the decoder's dataset table.
+    #[serde(default)]
+    pub dataset_labels: Vec<String>,
+}
+
+impl Preprocessing {
+    /// The batch-table row of `dataset/batch`, if the model knows it.
+    pub fn batch_id(&self, dataset: &str, batch: &str) -> Option<usize> {
+        let key = format!("{dataset}/{batch}");
+        self.batch_labels.iter().position(|l| *l == key)
+    }
 }
 
 fn d_input() -> String {
@@ -364,6 +384,8 @@ impl Default for Preprocessing {
             library_size_normalization: false,
             gene_id: d_gene_id(),
             group_key: d_group(),
+            batch_labels: Vec::new(),
+            dataset_labels: Vec::new(),
         }
     }
 }

@@ -77,6 +77,8 @@ enum Command {
     Plot(commands::plot::Args),
     /// Import a published checkpoint into an sclm model directory.
     Import(commands::cellplm::ImportArgs),
+    /// Pretrain a model from scratch on .h5ad files (CellPLM: masked-cell modelling).
+    Pretrain(commands::pretrain::Args),
     /// Embed cells with a model (zero-shot) and write the embedding to obsm.
     Embed(commands::cellplm::EmbedArgs),
     /// Speed benchmarks against the reference implementations.
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         Command::Baseline(a) => commands::baseline::run(&cli.global, a),
         Command::Plot(a) => commands::plot::run(&cli.global, a),
         Command::Import(a) => commands::cellplm::import(&cli.global, a),
+        Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
         Command::Embed(a) => commands::cellplm::embed(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),

@@ -8,4 +8,5 @@ pub mod evaluate;
 pub mod info;
 pub mod plot;
 pub mod preprocess;
+pub mod pretrain;
 pub mod simulate;
