@@ -11,6 +11,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod embed;

@@ -319,8 +319,9 @@ impl CellPlm {
     }
 }
 
-/// A host generator seeded from the model device's generator (which the trainer seeds per step).
-pub(crate) fn device_rng(device: &Device) -> rand::rngs::StdRng {
+/// A host generator seeded from `device`'s generator (which the trainer seeds per step), so host
+/// draws made inside a loss follow the run's seed.
+pub fn device_rng(device: &Device) -> rand::rngs::StdRng {
     let u = to_vec(Tensor::<1>::random([4], Distribution::Uniform(0.0, 1.0), device));
     let seed = u.iter().fold(0u64, |acc, &x| (acc << 16) ^ ((x as f64 * 65536.0) as u64 & 0xffff));
     rand::rngs::StdRng::seed_from_u64(seed)
@@ -735,4 +736,14 @@ mod tests {
         assert!(m.validate().unwrap_err().to_string().contains("mask_feature_rate"));
         assert!(MaskConfig { max_cells: 0, ..MaskConfig::default() }.validate().is_err());
     }
+}
+
+/// Per-cell labels of the groups of `corpus` restricted to the dataset rows in `rows` (sorted):
+/// the labels a training, validation or test batch may use.
+pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> Vec<Vec<Option<usize>>> {
+    corpus
+        .groups
+        .iter()
+        .map(|g| g.cells.iter().map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None }).collect())
+        .collect()
 }

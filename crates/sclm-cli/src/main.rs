@@ -79,6 +79,8 @@ enum Command {
     Import(commands::cellplm::ImportArgs),
     /// Pretrain a model from scratch on .h5ad files (CellPLM: masked-cell modelling).
     Pretrain(commands::pretrain::Args),
+    /// Fine-tune a model for a downstream task and score it next to its baseline.
+    Finetune(commands::finetune::Args),
     /// Embed cells with a model (zero-shot) and write the embedding to obsm.
     Embed(commands::cellplm::EmbedArgs),
     /// Speed benchmarks against the reference implementations.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Plot(a) => commands::plot::run(&cli.global, a),
         Command::Import(a) => commands::cellplm::import(&cli.global, a),
         Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
+        Command::Finetune(a) => commands::finetune::run(&cli.global, a),
         Command::Embed(a) => commands::cellplm::embed(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cellplm;
 pub mod demo;
 pub mod evaluate;
+pub mod finetune;
 pub mod info;
 pub mod plot;
 pub mod preprocess;
