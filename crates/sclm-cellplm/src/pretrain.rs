@@ -747,3 +747,55 @@ pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> 
         .map(|g| g.cells.iter().map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None }).collect())
         .collect()
 }
+
+/// Expected expression fractions (the NB decoder's mean, normalised to sum 1 over the group's
+/// gene panel) of every cell of `corpus`, as a `cells × vocabulary` matrix in the order of
+/// `corpus` rows of dataset `dataset` (rows of other datasets are skipped). Deterministic
+/// inference; covariates as in the groups. Multiply a row by a library size for counts.
+pub fn expected_fractions(model: &CellPlm, corpus: &Corpus, dataset: usize, n_rows: usize) -> Result<sclm_data::Dense<f32>> {
+    let g = model.genes().len();
+    let mut out = sclm_data::Dense::zeros(n_rows, g);
+    let mut gi = 0usize;
+    // Groups are stored dataset by dataset; find those of `dataset` by their panel/batch order.
+    let mut seen = 0usize;
+    for grp in &corpus.groups {
+        let this = match grp.dataset {
+            Some(d) => d == dataset,
+            None => corpus.dataset_labels.len() == 1,
+        };
+        gi += 1;
+        if !this {
+            continue;
+        }
+        let counts = CsrRows::new(grp.n_genes, &grp.indptr, &grp.indices, &grp.data)?;
+        let dataset_ids: Option<Vec<Option<usize>>> = grp.dataset.map(|d| vec![Some(d); grp.n_cells()]);
+        let input = GroupInput {
+            counts,
+            coords: grp.coords.as_deref(),
+            covariates: Covariates { batch: grp.batch.as_deref(), dataset: dataset_ids.as_deref() },
+        };
+        let dec = model.forward_mode(&input, true, true)?.decoder.expect("decoder requested");
+        let mean = to_vec(dec.mean);
+        let mut in_panel = vec![false; g];
+        for &j in grp.panel.iter() {
+            in_panel[j as usize] = true;
+        }
+        for (i, &r) in grp.cells.iter().enumerate() {
+            if r >= n_rows {
+                return Err(CellPlmError::Input(format!("cell row {r} outside {n_rows} rows")));
+            }
+            let row = &mean[i * g..(i + 1) * g];
+            let total: f64 = row.iter().zip(&in_panel).filter(|(_, &p)| p).map(|(&v, _)| v as f64).sum();
+            let dst = out.row_mut(r);
+            for j in 0..g {
+                dst[j] = if in_panel[j] && total > 0.0 { (row[j] as f64 / total) as f32 } else { 0.0 };
+            }
+            seen += 1;
+        }
+    }
+    let _ = gi;
+    if seen == 0 {
+        return Err(CellPlmError::Input(format!("no cells of dataset {dataset} in the corpus")));
+    }
+    Ok(out)
+}
