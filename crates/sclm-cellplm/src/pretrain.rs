@@ -749,21 +749,25 @@ pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> 
 }
 
 /// Expected expression fractions (the NB decoder's mean, normalised to sum 1 over the group's
-/// gene panel) of every cell of `corpus`, as a `cells × vocabulary` matrix in the order of
+/// gene panel, or over the whole vocabulary with `whole_vocabulary` — imputing genes a dataset
+/// does not measure) of every cell of `corpus`, as a `cells × vocabulary` matrix in the order of
 /// `corpus` rows of dataset `dataset` (rows of other datasets are skipped). Deterministic
 /// inference; covariates as in the groups. Multiply a row by a library size for counts.
-pub fn expected_fractions(model: &CellPlm, corpus: &Corpus, dataset: usize, n_rows: usize) -> Result<sclm_data::Dense<f32>> {
+pub fn expected_fractions(
+    model: &CellPlm,
+    corpus: &Corpus,
+    dataset: usize,
+    n_rows: usize,
+    whole_vocabulary: bool,
+) -> Result<sclm_data::Dense<f32>> {
     let g = model.genes().len();
     let mut out = sclm_data::Dense::zeros(n_rows, g);
-    let mut gi = 0usize;
-    // Groups are stored dataset by dataset; find those of `dataset` by their panel/batch order.
     let mut seen = 0usize;
     for grp in &corpus.groups {
         let this = match grp.dataset {
             Some(d) => d == dataset,
             None => corpus.dataset_labels.len() == 1,
         };
-        gi += 1;
         if !this {
             continue;
         }
@@ -776,7 +780,7 @@ pub fn expected_fractions(model: &CellPlm, corpus: &Corpus, dataset: usize, n_ro
         };
         let dec = model.forward_mode(&input, true, true)?.decoder.expect("decoder requested");
         let mean = to_vec(dec.mean);
-        let mut in_panel = vec![false; g];
+        let mut in_panel = vec![whole_vocabulary; g];
         for &j in grp.panel.iter() {
             in_panel[j as usize] = true;
         }
@@ -793,7 +797,6 @@ pub fn expected_fractions(model: &CellPlm, corpus: &Corpus, dataset: usize, n_ro
             seen += 1;
         }
     }
-    let _ = gi;
     if seen == 0 {
         return Err(CellPlmError::Input(format!("no cells of dataset {dataset} in the corpus")));
     }

@@ -24,6 +24,10 @@ pub enum Task {
     /// left (zero-shot: decoder output), fine-tune it with the published imputation masking, and
     /// score the hidden entries next to kNN-diffusion smoothing.
     Denoising,
+    /// Spatial imputation (paper §4.4): hold out genes of a spatial dataset, train on it together
+    /// with a reference measuring every gene (default: half of the spots), impute the held-out
+    /// genes; per-gene correlation and cosine next to kNN regression from the reference.
+    SpatialImputation,
 }
 
 /// Arguments of `sclm finetune`.
@@ -77,6 +81,18 @@ pub struct Args {
     /// obs column forming the groups of cells that attend to each other (default: all cells one group).
     #[arg(long)]
     pub group_key: Option<String>,
+    /// Spatial imputation: reference .h5ad measuring every gene (default: half of the spots).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Spatial imputation: obsm key of the coordinates.
+    #[arg(long)]
+    pub spatial_key: Option<String>,
+    /// Spatial imputation: two obs columns holding the coordinates, e.g. `row,col`.
+    #[arg(long)]
+    pub coords_obs: Option<String>,
+    /// Spatial imputation: fraction of the genes held out.
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout_frac: f64,
     /// Write metrics (CellPLM and the baseline) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -120,6 +136,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     match a.task {
         Task::Annotation => annotation(g, a),
         Task::Denoising => denoising(g, a),
+        Task::SpatialImputation => spatial_imputation(g, a),
     }
 }
 
@@ -318,15 +335,15 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     let pb = crate::progress::spinner("pretraining on the data with hidden entries", g.quiet);
     let (mut zs, _) = sclm_cellplm::pretrain(model, &corpus, &pre_cfg, None, false, &mut sclm_nn::train::NoProgress)?;
     pb.finish_and_clear();
-    let lib: Vec<f64> = (0..masked.nrows).map(|r| masked.row(r).1.iter().map(|&v| v as f64).sum()).collect();
+    // The truth is normalised to the median library (scanpy's default); predictions likewise,
+    // with the median library of the observed (masked) counts.
+    let target = median_library(&masked);
     let to_lognorm = |fr: sclm_data::Dense<f32>| -> sclm_data::Dense<f32> {
-        // log1p(p · 1e4): the log-normalised value of the predicted counts p · lib.
         let mut d = fr;
-        d.data.iter_mut().for_each(|v| *v = (*v * 1e4).ln_1p());
+        d.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
         d
     };
-    let _ = &lib;
-    let zs_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&zs, &corpus, 0, sub.n_obs())?);
+    let zs_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&zs, &corpus, 0, sub.n_obs(), false)?);
     let mut r = score("CellPLM zero-shot (pretrained here)", &zs_pred)?;
     r.note("pretrain_epochs", pre_cfg.epochs);
     r.note("seconds", format!("{:.0}", t0.elapsed().as_secs_f64()));
@@ -351,7 +368,7 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
         let pb = crate::progress::spinner("fine-tuning (imputation recipe)", g.quiet);
         let (ft, _) = sclm_cellplm::pretrain(m, &corpus_ft, &ft_cfg, None, false, &mut sclm_nn::train::NoProgress)?;
         pb.finish_and_clear();
-        let ft_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&ft, &corpus_ft, 0, sub.n_obs())?);
+        let ft_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&ft, &corpus_ft, 0, sub.n_obs(), false)?);
         let mut r = score("CellPLM fine-tuned", &ft_pred)?;
         r.note("finetune_epochs", a.epochs);
         r.note("seconds", format!("{:.0}", t1.elapsed().as_secs_f64()));
@@ -370,4 +387,211 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     }
     let _ = &a.output;
     Ok(())
+}
+
+/// Puts the spot coordinates into obsm['spatial'] (from obs columns or an obsm key); a clear
+/// error when there are none.
+fn with_coordinates(mut a: AnnData, file: &str, spatial_key: Option<&str>, coords_obs: Option<&str>) -> Result<AnnData> {
+    let coords: Vec<[f64; 2]> = match (coords_obs, spatial_key) {
+        (Some(cols), _) => {
+            let parts: Vec<&str> = cols.split(',').map(str::trim).collect();
+            if parts.len() != 2 {
+                bail!("--coords-obs wants two obs columns separated by a comma, got '{cols}'");
+            }
+            let col = |k: &str| -> Result<Vec<f64>> {
+                let labels = a.obs_column(k).with_context(|| file.to_string())?.to_labels();
+                labels
+                    .iter()
+                    .map(|v| v.parse::<f64>().with_context(|| format!("{file}: obs['{k}'] holds '{v}', not a coordinate")))
+                    .collect()
+            };
+            let (x, y) = (col(parts[0])?, col(parts[1])?);
+            x.into_iter().zip(y).map(|(x, y)| [x, y]).collect()
+        }
+        (None, Some(k)) => {
+            let m = a.obsm_get(k).with_context(|| format!("{file}: the spatial model needs coordinates"))?.to_f32();
+            if m.ncols < 2 {
+                bail!("{file}: obsm['{k}'] has {} column(s), coordinates need 2", m.ncols);
+            }
+            (0..m.nrows).map(|r| [m.get(r, 0) as f64, m.get(r, 1) as f64]).collect()
+        }
+        (None, None) => match a.obsm.get("spatial") {
+            Some(m) => {
+                let m = m.to_f32();
+                (0..m.nrows).map(|r| [m.get(r, 0) as f64, m.get(r, 1) as f64]).collect()
+            }
+            None => bail!(
+                "{file}: spatial imputation needs spot coordinates: give --coords-obs ROW,COL (obs columns) or --spatial-key KEY (obsm); the file has no obsm['spatial']"
+            ),
+        },
+    };
+    let mut d = sclm_data::Dense::zeros(coords.len(), 2);
+    for (r, c) in coords.iter().enumerate() {
+        d.data[2 * r] = c[0] as f32;
+        d.data[2 * r + 1] = c[1] as f32;
+    }
+    a.obsm.insert("spatial".into(), sclm_data::Array2::F32(d));
+    Ok(a)
+}
+
+fn per_gene_scores(truth: &sclm_data::Dense<f32>, pred: &sclm_data::Dense<f32>, genes: &[usize], pred_genes: &[usize]) -> (f64, f64) {
+    let n = truth.nrows;
+    let (mut corr, mut cos, mut k) = (0.0, 0.0, 0usize);
+    for (&gt, &gp) in genes.iter().zip(pred_genes) {
+        let t: Vec<f64> = (0..n).map(|i| truth.get(i, gt) as f64).collect();
+        let p: Vec<f64> = (0..n).map(|i| pred.get(i, gp) as f64).collect();
+        let (mt, mp) = (t.iter().sum::<f64>() / n as f64, p.iter().sum::<f64>() / n as f64);
+        let (mut sxy, mut sxx, mut syy, mut dot, mut nt, mut np) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for i in 0..n {
+            sxy += (t[i] - mt) * (p[i] - mp);
+            sxx += (t[i] - mt).powi(2);
+            syy += (p[i] - mp).powi(2);
+            dot += t[i] * p[i];
+            nt += t[i] * t[i];
+            np += p[i] * p[i];
+        }
+        if sxx > 0.0 && syy > 0.0 && nt > 0.0 && np > 0.0 {
+            corr += sxy / (sxx * syy).sqrt();
+            cos += dot / (nt * np).sqrt();
+            k += 1;
+        }
+    }
+    (corr / k.max(1) as f64, cos / k.max(1) as f64)
+}
+
+fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let file = a.data.display().to_string();
+    let (adata, report) = sclm_io::read_any(&a.data)?;
+    crate::progress::warn_read(g.quiet, &a.data, &report);
+    let spatial = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
+    let spatial = with_coordinates(spatial, &file, a.spatial_key.as_deref(), a.coords_obs.as_deref())?;
+    sclm_io::check_finite(&spatial.x, &file)?;
+    // Genes: the most variable ones of the spatial data; a random share of them is held out.
+    let ln = baselines::log_normalize(&spatial.x)?;
+    let (_, genes) = baselines::pca_embedding(&ln, 2, Some(a.n_top_genes), g.seed)?;
+    let spatial = spatial.select_vars(&genes);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(g.seed ^ 0x51a7);
+    let mut order: Vec<usize> = (0..spatial.n_vars()).collect();
+    order.shuffle(&mut rng);
+    let n_hold = ((spatial.n_vars() as f64 * a.holdout_frac).round() as usize).clamp(1, spatial.n_vars() - 1);
+    let mut held: Vec<usize> = order[..n_hold].to_vec();
+    held.sort_unstable();
+    let (reference, query) = match &a.reference {
+        Some(p) => {
+            let (r, rep) = sclm_io::read_any(p)?;
+            crate::progress::warn_read(g.quiet, p, &rep);
+            // The reference must measure the held-out genes (matched by name).
+            let pos: std::collections::HashMap<&str, usize> =
+                r.var.index.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+            let cols: Vec<usize> = spatial.var.index.iter().filter_map(|n| pos.get(n.as_str()).copied()).collect();
+            if cols.len() < spatial.n_vars() {
+                bail!(
+                    "{}: the reference lacks {} of the {} selected genes of {file}",
+                    p.display(),
+                    spatial.n_vars() - cols.len(),
+                    spatial.n_vars()
+                );
+            }
+            (r.select_vars(&cols), spatial.clone())
+        }
+        None => {
+            let mut spots: Vec<usize> = (0..spatial.n_obs()).collect();
+            spots.shuffle(&mut rng);
+            let half = spatial.n_obs() / 2;
+            let (mut r, mut q) = (spots[..half].to_vec(), spots[half..].to_vec());
+            r.sort_unstable();
+            q.sort_unstable();
+            (spatial.select_obs(&r), spatial.select_obs(&q))
+        }
+    };
+    let keep: Vec<usize> = (0..query.n_vars()).filter(|j| held.binary_search(j).is_err()).collect();
+    let query_in = query.select_vars(&keep);
+    let truth = baselines::log_normalize(&query.x)?.to_dense();
+
+    // Baseline: kNN regression from the reference on PCA of the shared genes.
+    let ref_ln = baselines::log_normalize(&reference.x)?;
+    let qin_ln = baselines::log_normalize(&query_in.x)?;
+    let ref_shared = ref_ln.to_dense().select_cols(&keep);
+    let qin_dense = qin_ln.to_dense();
+    let mut joint = sclm_data::Dense::zeros(ref_shared.nrows + qin_dense.nrows, ref_shared.ncols);
+    joint.data[..ref_shared.data.len()].copy_from_slice(&ref_shared.data);
+    joint.data[ref_shared.data.len()..].copy_from_slice(&qin_dense.data);
+    let (pcs, _) = baselines::pca_embedding(&Matrix::Dense(joint), 30.min(reference.n_obs() - 1), None, g.seed)?;
+    let nr = reference.n_obs();
+    let ref_pcs = pcs.select_rows(&(0..nr).collect::<Vec<_>>());
+    let q_pcs = pcs.select_rows(&(nr..pcs.nrows).collect::<Vec<_>>());
+    let k = 15.min(nr);
+    let graph = sclm_eval::neighbors::knn_query(&ref_pcs, &q_pcs, k)?;
+    let ref_dense = ref_ln.to_dense();
+    let mut knn_pred = sclm_data::Dense::zeros(query.n_obs(), query.n_vars());
+    for i in 0..query.n_obs() {
+        for &r in &graph.indices[i * k..(i + 1) * k] {
+            for &j in &held {
+                knn_pred.data[i * query.n_vars() + j] += ref_dense.get(r as usize, j) / k as f32;
+            }
+        }
+    }
+    let (kc, kcos) = per_gene_scores(&truth, &knn_pred, &held, &held);
+
+    // CellPLM: train on the reference (every gene) and the spatial query (held-out genes absent).
+    let named = vec![("reference".to_string(), &reference), ("spatial".to_string(), &query_in)];
+    let vocab = sclm_cellplm::union_vocabulary(&named);
+    let mut config = CellPlmConfig::small(vocab.clone());
+    let opts = CorpusOptions { group_key: a.group_key.clone(), seed: g.seed, allow_non_integer: true, ..Default::default() };
+    let cfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), seed: g.seed, ..Default::default() };
+    let corpus = Corpus::build(&named, &vocab, &opts, &cfg.masking, true, true)?;
+    config.batch_num = corpus.batch_labels.len();
+    config.dataset_num = 2;
+    let device = g.device()?.autodiff();
+    sclm_nn::seed_everything(g.seed, &device);
+    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(&corpus);
+    let model = CellPlm::new(&config, &device)?.with_decoder_init(&frac, &theta)?;
+    let t0 = Instant::now();
+    let pb = crate::progress::spinner("training on reference + spatial data", g.quiet);
+    let (m, _) = sclm_cellplm::pretrain(model, &corpus, &cfg, None, false, &mut sclm_nn::train::NoProgress)?;
+    pb.finish_and_clear();
+    let fr = sclm_cellplm::pretrain::expected_fractions(&m, &corpus, 1, query.n_obs(), true)?;
+    let vpos: std::collections::HashMap<&str, usize> = vocab.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let pred_cols: Vec<usize> = held.iter().map(|&j| vpos[query.var.index[j].as_str()]).collect();
+    let target = median_library(&query.x.to_csr());
+    let mut pl = fr;
+    pl.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
+    let (cc, ccos) = per_gene_scores(&truth, &pl, &held, &pred_cols);
+    println!(
+        "{file}: {} query spots, {} reference cells, {} genes of which {} held out; CellPLM trained {} epochs in {:.0} s",
+        query.n_obs(),
+        reference.n_obs(),
+        query.n_vars(),
+        held.len(),
+        cfg.epochs,
+        t0.elapsed().as_secs_f64()
+    );
+    println!("{:<34} {:>10} {:>10}", "method (held-out genes)", "mean corr", "mean cos");
+    println!("{:<34} {:>10.4} {:>10.4}", "kNN regression from reference", kc, kcos);
+    println!("{:<34} {:>10.4} {:>10.4}", "CellPLM (reference + spatial)", cc, ccos);
+    let mut reps = Vec::new();
+    for (name, c, s) in [("kNN regression from reference", kc, kcos), ("CellPLM", cc, ccos)] {
+        let mut r = MetricsReport::new("spatial imputation", name, query.n_obs());
+        r.push("mean_gene_corr", c);
+        r.push("mean_gene_cosine", s);
+        r.note("held_out_genes", held.len());
+        reps.push(r);
+    }
+    if let Some(p) = &a.json {
+        crate::output::write_atomic(p, serde_json::to_string_pretty(&reps)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Median of the cells' totals (the default target of `normalize_total`).
+fn median_library(x: &sclm_data::CsrMatrix) -> f64 {
+    let mut t: Vec<f64> = (0..x.nrows).map(|r| x.row(r).1.iter().map(|&v| v as f64).sum()).collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    if t.is_empty() {
+        return 1.0;
+    }
+    let m = t.len() / 2;
+    if t.len() % 2 == 1 { t[m] } else { 0.5 * (t[m - 1] + t[m]) }
 }
