@@ -298,3 +298,60 @@ fn import_and_embed_cellplm_checkpoint() {
     let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", frac.to_str().unwrap(), "-o", out3.to_str().unwrap()]);
     assert_clean_failure(&o, "frac.h5ad", Some(&out3));
 }
+
+/// Pretrain a tiny CellPLM, embed with it, fine-tune annotation, and the bad inputs of the
+/// downstream tasks: wrong label key, too few cells in a class, no coordinates, no shared genes.
+#[test]
+fn cellplm_pretrain_embed_finetune_and_task_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = d.join("sim.h5ad");
+    let o = sclm(&["--seed", "3", "simulate", "--cells", "300", "--genes", "120", "-o", sim.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = d.join("model");
+    let o = sclm(&["-q", "pretrain", "cellplm", "--data", sim.to_str().unwrap(), "-o", model.to_str().unwrap(), "--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    let log = std::fs::read_to_string(d.join("model.run/log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 2);
+    let pre = std::fs::read_to_string(model.join("preprocessing.json")).unwrap();
+    assert!(pre.contains("sim/Batch1"), "{pre}");
+    let emb = d.join("emb.h5ad");
+    let o = sclm(&["-q", "embed", "--model", model.to_str().unwrap(), "--data", sim.to_str().unwrap(), "-o", emb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sclm(&["evaluate", emb.to_str().unwrap(), "--embedding", "X_cellplm", "--label-key", "cell_type"]);
+    assert!(o.status.success() && stdout(&o).contains("ARI"), "{}", stderr(&o));
+
+    let ann = d.join("ann.h5ad");
+    let o = sclm(&[
+        "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
+        "--model", model.to_str().unwrap(), "-o", ann.to_str().unwrap(), "--epochs", "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("macro_F1"), "{}", stdout(&o));
+
+    // Wrong label key: named, with the available columns.
+    let bad = d.join("bad.h5ad");
+    let o = sclm(&["finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "celltype", "-o", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "celltype", Some(&bad));
+    // Too few cells in a class.
+    let few = d.join("few.h5ad");
+    let mut a = sclm_io::read_h5ad(&sim).unwrap();
+    let labels: Vec<String> = (0..a.n_obs()).map(|i| if i < 2 { "rare".into() } else { "common".into() }).collect();
+    a.obs.insert("tiny", sclm_data::Column::Str(labels)).unwrap();
+    sclm_io::write_h5ad(&a, &few, &Default::default()).unwrap();
+    let o = sclm(&["finetune", "annotation", "--data", few.to_str().unwrap(), "--label-key", "tiny", "-o", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "'rare'", Some(&bad));
+    // Spatial imputation without coordinates.
+    let o = sclm(&["finetune", "spatial-imputation", "--data", sim.to_str().unwrap(), "-o", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "coordinates", Some(&bad));
+    // No shared genes between a model and the data.
+    let other = d.join("other.h5ad");
+    let mut a = sclm_io::read_h5ad(&sim).unwrap();
+    a.var.index = (0..a.n_vars()).map(|i| format!("Other{i}")).collect();
+    sclm_io::write_h5ad(&a, &other, &Default::default()).unwrap();
+    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap(), "-o", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "other.h5ad", Some(&bad));
+}
