@@ -17,6 +17,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod model;
+pub mod perturb;
 pub mod pretrain;
 pub mod weights;
 

@@ -134,6 +134,15 @@ impl Embedder {
     /// - `x`: `n × genes` sparse raw counts; `coords`: `n` pairs
     /// - output: `[n, enc_hid]`
     pub fn forward(&self, x: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> Result<Tensor<2>> {
+        self.forward_marked(x, coords, None)
+    }
+
+    /// [`Embedder::forward`] with `value · h_gene` added to the sum of each marked cell.
+    ///
+    /// # Shapes
+    /// - `markers.0`: `n` entries (vocabulary index or none)
+    /// - output: `[n, enc_hid]`
+    pub fn forward_marked(&self, x: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, markers: Option<(&[Option<u32>], f32)>) -> Result<Tensor<2>> {
         let scaled: Vec<f32>;
         let x = match self.normalize_total {
             None => *x,
@@ -151,6 +160,21 @@ impl Embedder {
         };
         let x = &x;
         let mut h = self.feat_enc.forward(x)?;
+        if let Some((marks, value)) = markers {
+            let n = x.n_rows();
+            if marks.len() != n {
+                return Err(CellPlmError::Input(format!("{} markers for {n} cells", marks.len())));
+            }
+            let [genes, d] = self.feat_enc.emb.dims();
+            if let Some(bad) = marks.iter().flatten().find(|&&g| g as usize >= genes) {
+                return Err(CellPlmError::Input(format!("marker gene {bad} outside the vocabulary of {genes}")));
+            }
+            // Unmarked rows pick a zero row appended to the table.
+            let device = h.device();
+            let table = Tensor::cat(vec![self.feat_enc.emb.val(), Tensor::zeros([1, d], &device)], 0);
+            let idx = marks.iter().map(|m| m.map_or(genes as i64, |g| g as i64)).collect();
+            h = h + table.select(0, int1(idx, &device)).mul_scalar(value as f64);
+        }
         if let Some(m) = &self.missing_pe {
             h = h + self.positional(x.n_rows(), coords, m)?;
         }
@@ -705,6 +729,19 @@ impl CellPlm {
     }
 
     fn encode(&self, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, acts: Option<&mut Vec<(String, Tensor<2>)>>) -> Result<Tensor<2>> {
+        self.encode_marked(counts, coords, None, acts)
+    }
+
+    /// The encoder with optional gene markers: `markers = (per-cell gene, value)` adds
+    /// `value · h_gene` to the embedder's sum of a cell before its linear layer (the published
+    /// perturbation trick: the perturbed gene enters with expression −100).
+    fn encode_marked(
+        &self,
+        counts: &CsrRows<'_>,
+        coords: Option<&[[f32; 2]]>,
+        markers: Option<(&[Option<u32>], f32)>,
+        acts: Option<&mut Vec<(String, Tensor<2>)>>,
+    ) -> Result<Tensor<2>> {
         if counts.n_cols != self.config.n_genes() {
             return Err(CellPlmError::Input(format!(
                 "counts have {} genes, the model vocabulary has {}",
@@ -716,7 +753,7 @@ impl CellPlm {
             return Err(CellPlmError::Input("a group has no cells".into()));
         }
         let mut acts = acts;
-        let h = self.embedder.forward(counts, coords)?;
+        let h = self.embedder.forward_marked(counts, coords, markers)?;
         if let Some(a) = acts.as_deref_mut() {
             a.push(("embedder.out".into(), h.clone()));
         }
@@ -763,6 +800,23 @@ impl CellPlm {
             decoder,
             activations: acts,
         })
+    }
+
+    /// Decoder output of a group whose cells carry gene markers (see
+    /// [`Embedder::forward_marked`]); `deterministic = false` samples the latent as in training.
+    ///
+    /// # Shapes
+    /// - `counts`: `n × genes`; `markers`: `n` → decoder mean `[n, genes]`
+    pub fn decode_marked(
+        &self,
+        counts: &CsrRows<'_>,
+        coords: Option<&[[f32; 2]]>,
+        markers: (&[Option<u32>], f32),
+        deterministic: bool,
+    ) -> Result<Tensor<2>> {
+        let h = self.encode_marked(counts, coords, Some(markers), None)?;
+        let lat = self.latent.forward(h, deterministic);
+        Ok(self.decoder.forward(lat.z, Covariates::default())?.mean)
     }
 
     /// Cell embeddings of one group (encoder and latent mean only; the zero-shot path).
