@@ -133,5 +133,41 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
     let out = a.out_dir.join("cellplm_embedded.h5ad");
     sclm_io::write_h5ad(&raw, &out, &sclm_io::WriteOptions::default())?;
     println!("   wrote {} and {}", out.display(), plot.display());
+
+    let base = super::finetune::Args {
+        task: super::finetune::Task::Annotation,
+        data: raw_path.to_path_buf(),
+        label_key: Some("cell_type".into()),
+        model: Some(model_dir.clone()),
+        output: Some(a.out_dir.join("annotated.h5ad")),
+        use_raw: false,
+        log1p_input: false,
+        allow_non_integer: false,
+        n_top_genes: 1000,
+        epochs: 60,
+        pretrain_epochs: 8,
+        lr: 5e-3,
+        valid_frac: 0.2,
+        test_frac: 0.2,
+        group_key: Some("batch".into()),
+        reference: None,
+        spatial_key: None,
+        coords_obs: None,
+        holdout_frac: 0.1,
+        perturbation_key: "perturbation".into(),
+        control: "control".into(),
+        json: None,
+    };
+    let t = Instant::now();
+    println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):", base.epochs);
+    super::finetune::run(g, super::finetune::Args { ..base.clone() })?;
+    println!("   in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    println!("9. denoising: hide 10% of the non-zero counts, pretrain on the rest ({} epochs), score the hidden ones:", base.pretrain_epochs);
+    super::finetune::run(
+        g,
+        super::finetune::Args { task: super::finetune::Task::Denoising, epochs: 0, output: None, ..base },
+    )?;
+    println!("   in {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
 }

@@ -35,7 +35,7 @@ pub enum Task {
 }
 
 /// Arguments of `sclm finetune`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The task.
     #[arg(value_enum)]
@@ -50,10 +50,10 @@ pub struct Args {
     /// over the dataset's most variable genes.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output .h5ad: the input with obs `<label-key>_cellplm` (prediction), `_cellplm_prob` and
-    /// `cellplm_split`.
+    /// Annotation: output .h5ad, the input with obs `<label-key>_cellplm` (prediction),
+    /// `_cellplm_prob` and `cellplm_split`.
     #[arg(short, long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Use `raw.X` and `raw.var` instead of X.
     #[arg(long)]
     pub use_raw: bool,
@@ -154,6 +154,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 fn annotation(g: &Global, a: Args) -> Result<()> {
     let file = a.data.display().to_string();
     let Some(label_key) = a.label_key.clone() else { bail!("annotation needs --label-key (the obs column of cell types)") };
+    let Some(output) = a.output.clone() else { bail!("annotation needs -o/--output (the annotated .h5ad)") };
     let (adata, report) = sclm_io::read_any(&a.data)?;
     crate::progress::warn_read(g.quiet, &a.data, &report);
     let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
@@ -288,8 +289,8 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     out.obs.insert(format!("{}_cellplm", label_key), Column::Str(pred))?;
     out.obs.insert(format!("{}_cellplm_prob", label_key), Column::F32(prob))?;
     out.obs.insert("cellplm_split", Column::Str(split_col))?;
-    sclm_io::write_h5ad(&out, &a.output, &Default::default())?;
-    crate::progress::note(g.quiet, format!("wrote {}", a.output.display()));
+    sclm_io::write_h5ad(&out, &output, &Default::default())?;
+    crate::progress::note(g.quiet, format!("wrote {}", output.display()));
     Ok(())
 }
 
@@ -396,7 +397,6 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     if let Some(p) = &a.json {
         crate::output::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
     }
-    let _ = &a.output;
     Ok(())
 }
 
