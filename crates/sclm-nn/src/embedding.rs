@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::util::{int1, tensor_from};
+use crate::util::{int1, tensor_from, to_vec};
 use crate::NnError;
 
 /// Borrowed rows of a CSR matrix (same layout as sclm-data's `CsrMatrix`: `f32` values, `u32`
@@ -128,6 +128,9 @@ impl GeneEmbeddingBag {
             return Ok(Tensor::zeros([0, d], &device));
         }
         let table = self.emb.val();
+        if !table.is_require_grad() {
+            return Ok(self.forward_gather(x, table));
+        }
         let mut blocks = Vec::new();
         let mut local = vec![u32::MAX; n_genes];
         let mut start = 0;
@@ -165,6 +168,45 @@ impl GeneEmbeddingBag {
             start = end;
         }
         Ok(Tensor::cat(blocks, 0))
+    }
+}
+
+impl GeneEmbeddingBag {
+    /// Inference path (no gradient wanted): a gene-major sparse gather on the host. For each block
+    /// of cells the stored values are visited in gene order, so each table row is read once per
+    /// block and added to the cells that express the gene; work is `nnz · d` instead of the dense
+    /// path's `cells × present genes × d` (about 13× less for 1,500 of 19,374 genes per cell).
+    fn forward_gather(&self, x: &CsrRows<'_>, table: Tensor<2>) -> Tensor<2> {
+        use rayon::prelude::*;
+        let [_, d] = table.dims();
+        let device = table.device();
+        let w = to_vec(table);
+        let n = x.n_rows();
+        let block = 256usize;
+        let mut out = vec![0f32; n * d];
+        out.par_chunks_mut(block * d).enumerate().for_each(|(b, chunk)| {
+            let start = b * block;
+            let end = (start + block).min(n);
+            let mut entries: Vec<(u32, u32, f32)> = Vec::new();
+            for r in start..end {
+                for k in x.indptr[r]..x.indptr[r + 1] {
+                    let v = match self.transform {
+                        ValueTransform::Identity => x.data[k],
+                        ValueTransform::Log1p => x.data[k].ln_1p(),
+                    };
+                    entries.push((x.indices[k], (r - start) as u32, v));
+                }
+            }
+            entries.sort_unstable_by_key(|e| (e.0, e.1));
+            for (g, r, v) in entries {
+                let src = &w[g as usize * d..(g as usize + 1) * d];
+                let dst = &mut chunk[r as usize * d..(r as usize + 1) * d];
+                for (o, &e) in dst.iter_mut().zip(src) {
+                    *o += v * e;
+                }
+            }
+        });
+        tensor_from(out, [n, d], &device)
     }
 }
 
@@ -380,7 +422,7 @@ pub fn sinusoidal_pe_2d(coords: &[[f32; 2]], d: usize, device: &Device) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::to_vec;
+
 
     fn example() -> (Vec<usize>, Vec<u32>, Vec<f32>) {
         // 3 cells × 6 genes; genes 1 and 4 never occur.
@@ -411,6 +453,21 @@ mod tests {
                     assert!((out[r * 4 + c] - e).abs() < 1e-5);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn inference_gather_equals_the_differentiable_path() {
+        let (p, i, v) = example();
+        let x = CsrRows::new(6, &p, &i, &v).unwrap();
+        let train = crate::train_device();
+        let bag = GeneEmbeddingBagConfig::new(6, 5).init(&train);
+        let dense = to_vec(bag.forward(&x).unwrap());
+        let inference = bag.valid();
+        let gathered = to_vec(inference.forward(&x).unwrap());
+        assert_eq!(dense.len(), gathered.len());
+        for (a, b) in dense.iter().zip(&gathered) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
     }
 
