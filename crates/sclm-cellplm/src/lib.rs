@@ -11,6 +11,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod bench;
 pub mod config;
 pub mod embed;
