@@ -82,8 +82,11 @@ pub struct EmbedArgs {
     /// row chunks, and the output keeps obs, var, obsm, varm, obsp and uns but not layers or
     /// raw, with X stored sparse. Without this flag, .h5ad files whose copy is complete
     /// (sparse X, no layers, no raw) are streamed and all others are read whole.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "in_memory")]
     pub stream: bool,
+    /// Read an .h5ad input whole even when it could be streamed.
+    #[arg(long)]
+    pub in_memory: bool,
     /// Rows of X read at a time when streaming.
     #[arg(long, default_value_t = 10_000)]
     pub chunk_rows: usize,
@@ -163,7 +166,7 @@ pub fn embed(g: &Global, a: EmbedArgs) -> Result<()> {
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let is_h5ad = a.layer.is_none() && matches!(sclm_io::detect_kind(&a.data), Ok(sclm_io::InputKind::H5ad));
+    let is_h5ad = a.layer.is_none() && !a.in_memory && matches!(sclm_io::detect_kind(&a.data), Ok(sclm_io::InputKind::H5ad));
     let streamed = if is_h5ad { open_streamable(&a)? } else { None };
     let n = match streamed {
         Some((reader, template, report)) => embed_streamed(g, &a, &model, &opts, attention, reader, template, &report)?,
