@@ -17,6 +17,7 @@ Prints one line per check and a final `interop: N passed, M failed`; exits non-z
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -387,6 +388,8 @@ def main():
 
     check("corrupt input fails cleanly, no output left", bad)
 
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
     n_ok = sum(results)
     n_bad = len(results) - n_ok
     print(f"interop: {n_ok} passed, {n_bad} failed")

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod annotate;
+pub mod attention;
 pub mod bench;
 pub mod config;
 pub mod embed;

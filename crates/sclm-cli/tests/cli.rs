@@ -355,3 +355,64 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap(), "-o", bad.to_str().unwrap()]);
     assert_clean_failure(&o, "other.h5ad", Some(&bad));
 }
+
+#[test]
+fn embed_streams_h5ad_and_exports_attention() {
+    use sclm_data::{Column, Matrix};
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cellplm");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let o = sclm(&[
+        "--quiet", "import", "cellplm",
+        "--config", fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
+        "--ckpt", fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
+        "-o", model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let genes: Vec<String> = std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
+    // 31 cells in three interleaved groups, the counts also in a layer.
+    let data = tmp.path().join("data.h5ad");
+    counts_file(&data, &genes[5..], 31, 1.0);
+    let mut a = sclm_io::read_h5ad(&data).unwrap();
+    let groups: Vec<String> = (0..31).map(|i| ["g1", "g2", "g3"][i % 3].to_string()).collect();
+    a.obs.columns.retain(|(k, _)| k != "batch");
+    a.obs.insert("batch", Column::categorical_from_labels(&groups)).unwrap();
+    a.layers.insert("counts".into(), a.x.clone());
+    sclm_io::write_h5ad(&a, &data, &Default::default()).unwrap();
+
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["embed", "--model", m, "--data", d, "-o", out.to_str().unwrap(), "--attention-obsp", "attn", "--attention-top-k", "4"];
+        args.extend_from_slice(extra);
+        let o = sclm(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("cells/s"), "{}", stderr(&o));
+        (sclm_io::read_h5ad(out).unwrap(), stderr(&o))
+    };
+    // The file has a layer: read whole by default; --stream reads X in chunks and drops layers.
+    let (whole, _) = run(&tmp.path().join("whole.h5ad"), &[]);
+    let (streamed, err) = run(&tmp.path().join("streamed.h5ad"), &["--stream", "--chunk-rows", "4"]);
+    assert!(err.contains("layers and raw are left out"), "{err}");
+    assert!(whole.layers.contains_key("counts") && streamed.layers.is_empty());
+    assert_eq!(whole.obsm_get("X_cellplm").unwrap(), streamed.obsm_get("X_cellplm").unwrap());
+    assert_eq!(whole.obsp["attn"], streamed.obsp["attn"]);
+    assert_eq!((&whole.x, &whole.obs), (&streamed.x, &streamed.obs));
+    // Attention: 31 × 31, 4 positive weights per cell, only within the cell's group.
+    let g = match &streamed.obsp["attn"] {
+        Matrix::Csr(c) => c.clone(),
+        other => panic!("attention should be CSR, is dense {:?}", other.shape()),
+    };
+    assert_eq!((g.nrows, g.ncols, g.nnz()), (31, 31, 31 * 4));
+    for i in 0..31 {
+        let (idx, val) = g.row(i);
+        assert!(idx.iter().all(|&j| groups[j as usize] == groups[i]), "row {i}: {idx:?}");
+        assert!(val.iter().all(|&v| v > 0.0 && v.is_finite()));
+    }
+    // Another layer gives other weights; a layer that does not exist is refused.
+    let (first, _) = run(&tmp.path().join("first.h5ad"), &["--attention-layer", "0"]);
+    assert_ne!(first.obsp["attn"], whole.obsp["attn"]);
+    let bad = tmp.path().join("bad.h5ad");
+    let o = sclm(&["embed", "--model", m, "--data", d, "-o", bad.to_str().unwrap(), "--attention-obsp", "a", "--attention-layer", "9"]);
+    assert_clean_failure(&o, "layer 9", Some(&bad));
+}

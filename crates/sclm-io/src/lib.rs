@@ -2,10 +2,14 @@
 //!
 //! * `.h5ad` (AnnData): [`read_h5ad`] / [`read_h5ad_with_report`] read the current layout
 //!   (encoding-type attributes, anndata ≥ 0.8), anndata 0.7 (`__categories`) and pre-0.7
-//!   files (compound `obs`/`var`, categories in `uns`), with dense, CSR or CSC `X`.
+//!   files (compound `obs`/`var`, categories in `uns`), with dense, CSR or CSC `X`, layers
+//!   and `obsp` (a pre-0.7 neighbour graph in `uns/neighbors` is moved to `obsp`, as anndata
+//!   does; `varp` is not kept).
 //!   [`write_h5ad`] writes the current layout, atomically.
-//! * Large files: [`H5adRowReader`] reads row ranges of `X` without loading it whole;
-//!   [`H5adStreamWriter`] writes `X` chunk by chunk.
+//! * Large files: [`H5adRowReader`] reads row ranges of `X` without loading it whole (and
+//!   [`H5adRowReader::annotations`] everything but `X`, layers and raw);
+//!   [`H5adStreamWriter`] writes `X` chunk by chunk, everything else (obsp included) from a
+//!   template at creation.
 //! * Cell Ranger: [`read_10x_mtx`] (v2 and v3 directories) and [`read_10x_h5`] (v2 and v3).
 //! * [`read_any`] picks the reader from the path.
 //! * [`check_counts`] and [`check_finite`] validate a matrix before a model sees it.
