@@ -217,3 +217,38 @@ pub fn finetune_annotation(
     let best = trainer.best_model.take().unwrap_or(trainer.model);
     Ok((best.valid(), summary))
 }
+
+impl CellPlmClassifier {
+    /// Saves the fine-tuned classifier as a directory: `plm/` (a model directory, see
+    /// [`CellPlm::save_dir_with`]), `classifier.safetensors` (every weight, module paths) and
+    /// `classes.json` (the class names in output order).
+    pub fn save_dir(&mut self, dir: impl AsRef<Path>, classes: &[String], pre: &crate::Preprocessing) -> Result<()> {
+        let dir = dir.as_ref();
+        if classes.len() != self.head.weight.dims()[1] {
+            return Err(CellPlmError::Input(format!("{} class names for a head of {}", classes.len(), self.head.weight.dims()[1])));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| CellPlmError::io(dir, e))?;
+        self.plm.save_dir_with(dir.join("plm"), pre)?;
+        sclm_nn::train::save_model(self, &dir.join("classifier.safetensors"))?;
+        let p = dir.join("classes.json");
+        std::fs::write(&p, serde_json::to_string_pretty(classes).expect("serialises")).map_err(|e| CellPlmError::io(&p, e))
+    }
+
+    /// Loads a directory written by [`CellPlmClassifier::save_dir`]: the classifier, its class
+    /// names and the preprocessing record. Every weight must be present.
+    pub fn load_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(Self, Vec<String>, crate::Preprocessing)> {
+        let dir = dir.as_ref();
+        let (plm, pre) = CellPlm::load_dir(dir.join("plm"), device)?;
+        let p = dir.join("classes.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| CellPlmError::io(&p, e))?;
+        let classes: Vec<String> =
+            serde_json::from_str(&text).map_err(|e| CellPlmError::Json { path: p.display().to_string(), message: e.to_string() })?;
+        let model = CellPlmClassifier::new(plm, classes.len(), 0.0);
+        let w = dir.join("classifier.safetensors");
+        let (model, report) = sclm_nn::train::load_model(model, &w)?;
+        if !report.missing.is_empty() {
+            return Err(CellPlmError::Config(format!("{} lacks tensors: {}", w.display(), report.missing.join(", "))));
+        }
+        Ok((model, classes, pre))
+    }
+}

@@ -81,6 +81,8 @@ enum Command {
     Pretrain(commands::pretrain::Args),
     /// Fine-tune a model for a downstream task and score it next to its baseline.
     Finetune(commands::finetune::Args),
+    /// Predict with a fine-tuned model (cell types from `finetune annotation --save-model`).
+    Predict(commands::finetune::PredictArgs),
     /// Embed cells with a model (zero-shot) and write the embedding to obsm.
     Embed(commands::cellplm::EmbedArgs),
     /// Speed benchmarks against the reference implementations.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Import(a) => commands::cellplm::import(&cli.global, a),
         Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
         Command::Finetune(a) => commands::finetune::run(&cli.global, a),
+        Command::Predict(a) => commands::finetune::predict(&cli.global, a),
         Command::Embed(a) => commands::cellplm::embed(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),

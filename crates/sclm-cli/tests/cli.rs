@@ -331,6 +331,22 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("macro_F1"), "{}", stdout(&o));
+    // The same with the classifier saved, then `sclm predict` reproduces the predictions.
+    let clf = d.join("clf");
+    let o = sclm(&[
+        "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
+        "--model", model.to_str().unwrap(), "-o", ann.to_str().unwrap(), "--epochs", "3", "--save-model", clf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pred = d.join("pred.h5ad");
+    let o = sclm(&["-q", "predict", "--model", clf.to_str().unwrap(), "--data", sim.to_str().unwrap(), "-o", pred.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let annotated = sclm_io::read_h5ad(&ann).unwrap();
+    let predicted = sclm_io::read_h5ad(&pred).unwrap();
+    assert_eq!(
+        annotated.obs_column("cell_type_cellplm").unwrap().to_labels(),
+        predicted.obs_column("cellplm_prediction").unwrap().to_labels()
+    );
 
     // Wrong label key: named, with the available columns.
     let bad = d.join("bad.h5ad");

@@ -157,6 +157,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
         perturbation_key: "perturbation".into(),
         control: "control".into(),
         json: None,
+        save_model: None,
     };
     let t = Instant::now();
     println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):", base.epochs);

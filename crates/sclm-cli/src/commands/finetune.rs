@@ -106,6 +106,9 @@ pub struct Args {
     /// Write metrics (CellPLM and the baseline) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Annotation: save the fine-tuned classifier here (for `sclm predict`).
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
 }
 
 struct Bar(indicatif::ProgressBar, Option<f64>);
@@ -231,7 +234,7 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     let model = CellPlmClassifier::new(plm, classes.len(), cfg.head_dropout);
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
-    let (best, summary) = finetune_annotation(model, &train, &valid, &cfg, None, &mut bar)?;
+    let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, None, &mut bar)?;
     bar.0.finish_and_clear();
     crate::progress::note(
         g.quiet,
@@ -285,6 +288,15 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     }
     for &i in &split.test {
         split_col[i] = "test".into();
+    }
+    if let Some(dir) = &a.save_model {
+        let pre = sclm_cellplm::Preprocessing {
+            gene_id: "var_index".into(),
+            group_key: a.group_key.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        best.save_dir(dir, &classes, &pre)?;
+        crate::progress::note(g.quiet, format!("saved the classifier to {}", dir.display()));
     }
     out.obs.insert(format!("{}_cellplm", label_key), Column::Str(pred))?;
     out.obs.insert(format!("{}_cellplm_prob", label_key), Column::F32(prob))?;
@@ -694,5 +706,64 @@ fn perturbation(g: &Global, a: Args) -> Result<()> {
     if let Some(p) = &a.json {
         crate::output::write_atomic(p, serde_json::to_string_pretty(&reps)?.as_bytes())?;
     }
+    Ok(())
+}
+
+/// Arguments of `sclm predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// Classifier directory written by `sclm finetune annotation --save-model`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input .h5ad with counts.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output .h5ad: the input with obs `<key>` (predicted class) and `<key>_prob`.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// obs key of the predictions.
+    #[arg(long, default_value = "cellplm_prediction")]
+    pub key: String,
+    /// Use `raw.X` and `raw.var` instead of X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// The values are log1p of normalised counts: undo the log1p.
+    #[arg(long)]
+    pub log1p_input: bool,
+    /// Accept non-integer values.
+    #[arg(long)]
+    pub allow_non_integer: bool,
+}
+
+pub fn predict(g: &Global, a: PredictArgs) -> Result<()> {
+    let file = a.data.display().to_string();
+    let (model, classes, pre) = CellPlmClassifier::load_dir(&a.model, &g.device()?)?;
+    let (adata, report) = sclm_io::read_any(&a.data)?;
+    crate::progress::warn_read(g.quiet, &a.data, &report);
+    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
+    let opts = CorpusOptions {
+        group_key: (!pre.group_key.is_empty()).then(|| pre.group_key.clone()),
+        max_cells_per_group: 70_000,
+        seed: g.seed,
+        allow_non_integer: a.allow_non_integer || a.log1p_input,
+        ..Default::default()
+    };
+    let genes = model.plm.genes().to_vec();
+    let corpus = Corpus::build(&[(file.clone(), &input)], &genes, &opts, &Default::default(), false, false)
+        .with_context(|| file.clone())?;
+    crate::progress::note(g.quiet, format!("{file}: {} of {} model genes present", corpus.matched[0].0, genes.len()));
+    let mut pred = vec![String::new(); adata.n_obs()];
+    let mut prob = vec![f32::NAN; adata.n_obs()];
+    for grp in &corpus.groups {
+        for (i, (c, p)) in model.predict(grp)?.into_iter().enumerate() {
+            pred[grp.cells[i]] = classes[c].clone();
+            prob[grp.cells[i]] = p;
+        }
+    }
+    let mut out = adata;
+    out.obs.insert(a.key.clone(), Column::Str(pred))?;
+    out.obs.insert(format!("{}_prob", a.key), Column::F32(prob))?;
+    sclm_io::write_h5ad(&out, &a.output, &Default::default())?;
+    crate::progress::note(g.quiet, format!("wrote {} (obs['{}'])", a.output.display(), a.key));
     Ok(())
 }
