@@ -191,10 +191,14 @@ impl CellPlmConfig {
     /// normalised to 10,000 counts per cell, no dropout, and a plain linear latent (`ae`).
     ///
     /// Why not the published GMVAE: on a simulated 2,000-cell tissue, 40 epochs of pretraining
-    /// (about a minute on 2 cores) gave Leiden NMI 0.13 with the GMVAE (its hard Gumbel-sampled
-    /// cluster feeds the decoder noise the encoder cannot control, and the encoder collapses)
-    /// against 0.61 with this latent; dropout 0.2 also slowed learning (NMI 0.35 vs 0.45 after
-    /// 15 epochs). The GMVAE stays available (`latent_mod: gmvae`, the 85M preset).
+    /// (about a minute on 2 cores) gave Leiden NMI 0.13 with the published GMVAE weights
+    /// (`w_li = w_en = 5`, floor `lamda = 5`) against 0.61 with this latent. With a
+    /// near-uniform q(y|x) every cell takes the same arg-max cluster, and each step whose
+    /// Gaussian term exceeds the 5-nat floor pulls all cells' z towards that cluster's prior mean
+    /// with weight 5, so the encoder collapses. With `w_li = w_en = 0.05` the GMVAE learns (NMI
+    /// 0.43 after 30 epochs), still behind the plain latent. Dropout 0.2 also slowed learning (NMI
+    /// 0.35 vs 0.45 after 15 epochs). The GMVAE stays available (`latent_mod: gmvae`, the 85M
+    /// preset).
     pub fn small(gene_list: Vec<String>) -> Self {
         CellPlmConfig {
             name: Some("cellplm_small".into()),
