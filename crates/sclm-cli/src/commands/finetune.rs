@@ -50,8 +50,10 @@ pub struct Args {
     /// over the dataset's most variable genes.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Annotation: output .h5ad, the input with obs `<label-key>_cellplm` (prediction),
-    /// `_cellplm_prob` and `cellplm_split`.
+    /// Output .h5ad. Annotation: the input with obs `<label-key>_cellplm` (prediction),
+    /// `_cellplm_prob` and `cellplm_split`. Denoising: the evaluated cells × genes with layers
+    /// `counts_hidden`, `cellplm_denoised`, `knn_denoised` (log-normalised). Spatial imputation:
+    /// the query spots with layers `cellplm_imputed`, `knn_imputed` and var `held_out`.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Use `raw.X` and `raw.var` instead of X.
@@ -340,7 +342,11 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     };
     reports.push(score("no denoising", &dense_in)?);
     let (emb, _) = baselines::pca_embedding(&input_ln, 30.min(sub.n_obs() - 1), None, g.seed)?;
-    reports.push(score("kNN diffusion", &baselines::diffusion_denoise(&dense_in, &emb, &Default::default())?)?);
+    let knn_pred = baselines::diffusion_denoise(&dense_in, &emb, &Default::default())?;
+    reports.push(score("kNN diffusion", &knn_pred)?);
+    let mut out = sub.clone();
+    out.layers.insert("counts_hidden".into(), Matrix::Csr(masked.clone()));
+    out.layers.insert("knn_denoised".into(), Matrix::Dense(knn_pred));
 
     // CellPLM: pretrain on the data with the hidden entries, predict, fine-tune, predict.
     let mut masked_ad = sub.clone();
@@ -369,6 +375,7 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     };
     let zs_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&zs, &corpus, 0, sub.n_obs(), false)?);
     let mut r = score("CellPLM zero-shot (pretrained here)", &zs_pred)?;
+    out.layers.insert("cellplm_denoised".into(), Matrix::Dense(zs_pred.clone()));
     r.note("pretrain_epochs", pre_cfg.epochs);
     r.note("seconds", format!("{:.0}", t0.elapsed().as_secs_f64()));
     reports.push(r);
@@ -394,6 +401,7 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
         pb.finish_and_clear();
         let ft_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&ft, &corpus_ft, 0, sub.n_obs(), false)?);
         let mut r = score("CellPLM fine-tuned", &ft_pred)?;
+        out.layers.insert("cellplm_finetuned_denoised".into(), Matrix::Dense(ft_pred.clone()));
         r.note("finetune_epochs", a.epochs);
         r.note("seconds", format!("{:.0}", t1.elapsed().as_secs_f64()));
         reports.push(r);
@@ -405,6 +413,12 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     };
     for r in &reports {
         println!("{:<38} {:>8} {:>8} {:>8}", r.method, fmt(r, "RMSE"), fmt(r, "MAE"), fmt(r, "pearson"));
+    }
+    if let Some(p) = &a.output {
+        // The evaluated cells and genes: counts (X), the counts with entries hidden, and the
+        // log-normalised predictions of each method.
+        sclm_io::write_h5ad(&out, p, &Default::default())?;
+        crate::progress::note(g.quiet, format!("wrote {} (layers: {})", p.display(), out.layers.keys().cloned().collect::<Vec<_>>().join(", ")));
     }
     if let Some(p) = &a.json {
         crate::output::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
@@ -601,6 +615,19 @@ fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
         r.push("mean_gene_cosine", s);
         r.note("held_out_genes", held.len());
         reps.push(r);
+    }
+    if let Some(p) = &a.output {
+        // The query spots over the selected genes: X as measured, layers with the log-normalised
+        // CellPLM prediction of every gene (vocabulary order mapped back) and the kNN baseline;
+        // var['held_out'] marks the genes hidden from the model.
+        let mut out = query.clone();
+        let cols: Vec<usize> = out.var.index.iter().map(|n| vpos[n.as_str()]).collect();
+        out.layers.insert("cellplm_imputed".into(), Matrix::Dense(pl.select_cols(&cols)));
+        out.layers.insert("knn_imputed".into(), Matrix::Dense(knn_pred.clone()));
+        let flag: Vec<bool> = (0..out.n_vars()).map(|j| held.binary_search(&j).is_ok()).collect();
+        out.var.insert("held_out", Column::Bool(flag))?;
+        sclm_io::write_h5ad(&out, p, &Default::default())?;
+        crate::progress::note(g.quiet, format!("wrote {}", p.display()));
     }
     if let Some(p) = &a.json {
         crate::output::write_atomic(p, serde_json::to_string_pretty(&reps)?.as_bytes())?;
