@@ -654,7 +654,7 @@ fn perturbation(g: &Global, a: Args) -> Result<()> {
     crate::progress::warn_read(g.quiet, &a.data, &report);
     let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
     let conds = adata.obs_column(&a.perturbation_key).with_context(|| file.clone())?.to_labels();
-    if !conds.iter().any(|c| *c == a.control) {
+    if !conds.contains(&a.control) {
         bail!("{file}: no cell of obs['{}'] is '{}' (the control condition; see --control)", a.perturbation_key, a.control);
     }
     let split = sclm_eval::protocols::perturbation_split(&conds, &a.control, 0.25, 0.1, g.seed)?;

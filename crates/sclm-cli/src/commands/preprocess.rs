@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     for r in &reports {
         crate::progress::note(g.quiet, format!("  {}: {}", r.step, r.summary));
     }
-    let opts = sclm_io::WriteOptions { compression: a.gzip, ..Default::default() };
+    let opts = sclm_io::WriteOptions { compression: a.gzip };
     sclm_io::write_h5ad(&adata, &a.output, &opts)?;
     crate::progress::note(
         g.quiet,

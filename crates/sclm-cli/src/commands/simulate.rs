@@ -95,7 +95,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 /// Streams a simulation to `out` chunk by chunk; returns the number of cells written.
 pub fn simulate_to(cfg: &SimConfig, out: &std::path::Path, chunk: usize, gzip: Option<u32>, quiet: bool) -> Result<usize> {
     let stream = SimStream::new(cfg)?;
-    let opts = sclm_io::WriteOptions { compression: gzip, ..Default::default() };
+    let opts = sclm_io::WriteOptions { compression: gzip };
     let mut w = sclm_io::H5adStreamWriter::create(out, &stream.template(), &opts)?;
     let pb = crate::progress::bar(stream.n_cells() as u64, "simulate", "cells", quiet);
     for c in stream.chunks(chunk) {
