@@ -140,7 +140,8 @@ pub struct FinetuneConfig {
     pub weight_decay: f64,
     /// Gene-embedding learning rate relative to `lr` (published 0.1).
     pub embedding_lr_scale: f64,
-    /// Linear warm-up epochs (published 30, one step per epoch).
+    /// Linear warm-up epochs (published 30 of up to 2,000 epochs); at most a tenth of `epochs`
+    /// is used, so that short runs are not spent warming up.
     pub warmup_epochs: usize,
     /// Most epochs (published 2,000 with early stopping).
     pub epochs: usize,
@@ -200,7 +201,7 @@ pub fn finetune_annotation(
             .with_groups(vec![ParamGroupConfig::new("gene_embedding".into(), vec!["plm.embedder.feat_enc".into()])
                 .with_lr_scale(cfg.embedding_lr_scale)]),
         ScheduleConfig::new(cfg.lr)
-            .with_warmup_steps(cfg.warmup_epochs * train.len().max(1))
+            .with_warmup_steps(cfg.warmup_epochs.min(cfg.epochs / 10).max(1) * train.len().max(1))
             .with_decay(DecayKind::Constant),
     )
     .with_seed(cfg.seed)
