@@ -693,7 +693,7 @@ fn perturbation(g: &Global, a: Args) -> Result<()> {
     };
     let control_mean = mean_of(&controls);
     let model = PerturbationModel { plm: CellPlm::new(&config, &device)? }.with_head_at(&control_mean)?;
-    let n_batches = 16;
+    let n_batches = 48;
     let batches = pairing_batches(all, &controls, &train_conds, n_batches, 128, g.seed)?;
     let pcfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), lr: 1e-3, seed: g.seed, ..Default::default() };
     let mut trainer = sclm_nn::train::Trainer::new(model, pcfg.train_config(n_batches));
