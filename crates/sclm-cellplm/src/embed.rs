@@ -111,6 +111,23 @@ impl GeneMapping {
     }
 }
 
+/// The counts a model reads: `X` or layer `layer`, as CSR (borrowed when already sparse).
+pub(crate) fn counts_matrix<'a>(adata: &'a AnnData, layer: Option<&str>) -> Result<std::borrow::Cow<'a, CsrMatrix>> {
+    let m = match layer {
+        None => &adata.x,
+        Some(l) => adata.layers.get(l).ok_or_else(|| {
+            CellPlmError::Input(format!(
+                "no layer named '{l}' (layers: {})",
+                adata.layers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?,
+    };
+    Ok(match m {
+        Matrix::Csr(c) => std::borrow::Cow::Borrowed(c),
+        Matrix::Dense(_) => std::borrow::Cow::Owned(m.to_csr()),
+    })
+}
+
 /// Options of [`embed`] and [`embed_chunk`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedOptions {
@@ -156,23 +173,8 @@ pub fn embed(
     opts: &EmbedOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dense<f32>> {
-    let m = match &opts.layer {
-        None => &adata.x,
-        Some(l) => adata.layers.get(l).ok_or_else(|| {
-            CellPlmError::Input(format!(
-                "no layer named '{l}' (layers: {})",
-                adata.layers.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?,
-    };
-    let owned;
-    let x: &CsrMatrix = match m {
-        Matrix::Csr(c) => c,
-        Matrix::Dense(_) => {
-            owned = m.to_csr();
-            &owned
-        }
-    };
+    let x = counts_matrix(adata, opts.layer.as_deref())?;
+    let x: &CsrMatrix = &x;
     let by_name;
     let mapping = match mapping {
         Some(mp) => mp,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution as _};
-use sclm_data::{AnnData, CsrMatrix, Matrix};
+use sclm_data::AnnData;
 use sclm_nn::burn;
 use sclm_nn::burn::prelude::*;
 use sclm_nn::burn::tensor::{Distribution, TensorData};
@@ -401,22 +401,6 @@ pub fn union_vocabulary(datasets: &[(String, &AnnData)]) -> Vec<String> {
     out
 }
 
-fn counts_of<'a>(a: &'a AnnData, layer: Option<&str>, name: &str) -> Result<std::borrow::Cow<'a, CsrMatrix>> {
-    let m = match layer {
-        None => &a.x,
-        Some(l) => a.layers.get(l).ok_or_else(|| {
-            CellPlmError::Input(format!(
-                "{name}: no layer named '{l}' (layers: {})",
-                a.layers.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?,
-    };
-    Ok(match m {
-        Matrix::Csr(c) => std::borrow::Cow::Borrowed(c),
-        Matrix::Dense(_) => std::borrow::Cow::Owned(m.to_csr()),
-    })
-}
-
 impl Corpus {
     /// Builds the training groups of `datasets` (name, data with raw counts) over `genes`
     /// (genes are matched by the var index; duplicated names use the first column). Batch ids
@@ -440,7 +424,10 @@ impl Corpus {
         let mut matched = Vec::new();
         let mut n_cells = 0;
         for (d, (name, a)) in datasets.iter().enumerate() {
-            let x = counts_of(a, opts.layer.as_deref(), name)?;
+            let x = crate::embed::counts_matrix(a, opts.layer.as_deref()).map_err(|e| match e {
+                CellPlmError::Input(m) => CellPlmError::Input(format!("{name}: {m}")),
+                other => other,
+            })?;
             // Column → vocabulary; first occurrence of a duplicated name wins.
             let mut col_to_vocab: Vec<Option<u32>> = vec![None; a.n_vars()];
             let mut used = std::collections::HashSet::new();

@@ -232,7 +232,7 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
             .map(|(labels, group)| LabeledGroup { group: group.clone(), labels })
             .collect()
     };
-    let (train, valid, test) = (mk(&split.train), mk(&split.valid), mk(&split.test));
+    let (train, valid) = (mk(&split.train), mk(&split.valid));
     let model = CellPlmClassifier::new(plm, classes.len(), cfg.head_dropout);
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
@@ -250,15 +250,7 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     );
 
     // Predictions for every cell, scores on the test cells.
-    let mut pred = vec![String::new(); adata.n_obs()];
-    let mut prob = vec![f32::NAN; adata.n_obs()];
-    for grp in &corpus.groups {
-        for (i, (c, p)) in best.predict(grp)?.into_iter().enumerate() {
-            pred[grp.cells[i]] = classes[c].clone();
-            prob[grp.cells[i]] = p;
-        }
-    }
-    let _ = test;
+    let (pred, prob) = predict_cells(&best, &corpus, &classes, adata.n_obs())?;
     let yt: Vec<String> = split.test.iter().map(|&i| labels[i].clone()).collect();
     let yp: Vec<String> = split.test.iter().map(|&i| pred[i].clone()).collect();
     let r = sclm_eval::metrics::class_report(&yt, &yp)?;
@@ -358,13 +350,8 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
     let corpus = Corpus::build(&named, &config.gene_list, &opts, &pre_cfg.masking, true, false)?;
     config.batch_num = corpus.batch_labels.len();
     let device = g.device()?.autodiff();
-    sclm_nn::seed_everything(g.seed, &device);
-    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(&corpus);
-    let model = CellPlm::new(&config, &device)?.with_decoder_init(&frac, &theta)?;
     let t0 = Instant::now();
-    let pb = crate::progress::spinner("pretraining on the data with hidden entries", g.quiet);
-    let (mut zs, _) = sclm_cellplm::pretrain(model, &corpus, &pre_cfg, None, false, &mut sclm_nn::train::NoProgress)?;
-    pb.finish_and_clear();
+    let mut zs = pretrain_fresh(g, &config, &corpus, &pre_cfg, &device, "pretraining on the data with hidden entries")?;
     // The truth is normalised to the median library (scanpy's default); predictions likewise,
     // with the median library of the observed (masked) counts.
     let target = median_library(&masked);
@@ -471,29 +458,23 @@ fn with_coordinates(mut a: AnnData, file: &str, spatial_key: Option<&str>, coord
     Ok(a)
 }
 
-fn per_gene_scores(truth: &sclm_data::Dense<f32>, pred: &sclm_data::Dense<f32>, genes: &[usize], pred_genes: &[usize]) -> (f64, f64) {
+/// Mean per-gene Pearson correlation and cosine over the spots (genes `genes` of `truth`
+/// against columns `pred_genes` of `pred`); genes constant on either side are skipped.
+fn per_gene_scores(truth: &sclm_data::Dense<f32>, pred: &sclm_data::Dense<f32>, genes: &[usize], pred_genes: &[usize]) -> Result<(f64, f64)> {
+    use sclm_eval::metrics::{cosine, pearson};
     let n = truth.nrows;
     let (mut corr, mut cos, mut k) = (0.0, 0.0, 0usize);
     for (&gt, &gp) in genes.iter().zip(pred_genes) {
-        let t: Vec<f64> = (0..n).map(|i| truth.get(i, gt) as f64).collect();
-        let p: Vec<f64> = (0..n).map(|i| pred.get(i, gp) as f64).collect();
-        let (mt, mp) = (t.iter().sum::<f64>() / n as f64, p.iter().sum::<f64>() / n as f64);
-        let (mut sxy, mut sxx, mut syy, mut dot, mut nt, mut np) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for i in 0..n {
-            sxy += (t[i] - mt) * (p[i] - mp);
-            sxx += (t[i] - mt).powi(2);
-            syy += (p[i] - mp).powi(2);
-            dot += t[i] * p[i];
-            nt += t[i] * t[i];
-            np += p[i] * p[i];
-        }
-        if sxx > 0.0 && syy > 0.0 && nt > 0.0 && np > 0.0 {
-            corr += sxy / (sxx * syy).sqrt();
-            cos += dot / (nt * np).sqrt();
+        let t: Vec<f32> = (0..n).map(|i| truth.get(i, gt)).collect();
+        let p: Vec<f32> = (0..n).map(|i| pred.get(i, gp)).collect();
+        let c = pearson(&t, &p)?;
+        if c.is_finite() {
+            corr += c;
+            cos += cosine(&t, &p)?;
             k += 1;
         }
     }
-    (corr / k.max(1) as f64, cos / k.max(1) as f64)
+    Ok((corr / k.max(1) as f64, cos / k.max(1) as f64))
 }
 
 fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
@@ -570,7 +551,7 @@ fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
             }
         }
     }
-    let (kc, kcos) = per_gene_scores(&truth, &knn_pred, &held, &held);
+    let (kc, kcos) = per_gene_scores(&truth, &knn_pred, &held, &held)?;
 
     // CellPLM: train on the reference (every gene) and the spatial query (held-out genes absent).
     let named = vec![("reference".to_string(), &reference), ("spatial".to_string(), &query_in)];
@@ -582,20 +563,15 @@ fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
     config.batch_num = corpus.batch_labels.len();
     config.dataset_num = 2;
     let device = g.device()?.autodiff();
-    sclm_nn::seed_everything(g.seed, &device);
-    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(&corpus);
-    let model = CellPlm::new(&config, &device)?.with_decoder_init(&frac, &theta)?;
     let t0 = Instant::now();
-    let pb = crate::progress::spinner("training on reference + spatial data", g.quiet);
-    let (m, _) = sclm_cellplm::pretrain(model, &corpus, &cfg, None, false, &mut sclm_nn::train::NoProgress)?;
-    pb.finish_and_clear();
+    let m = pretrain_fresh(g, &config, &corpus, &cfg, &device, "training on reference + spatial data")?;
     let fr = sclm_cellplm::pretrain::expected_fractions(&m, &corpus, 1, query.n_obs(), true)?;
     let vpos: std::collections::HashMap<&str, usize> = vocab.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let pred_cols: Vec<usize> = held.iter().map(|&j| vpos[query.var.index[j].as_str()]).collect();
     let target = median_library(&query.x.to_csr());
     let mut pl = fr;
     pl.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
-    let (cc, ccos) = per_gene_scores(&truth, &pl, &held, &pred_cols);
+    let (cc, ccos) = per_gene_scores(&truth, &pl, &held, &pred_cols)?;
     println!(
         "{file}: {} query spots, {} reference cells, {} genes of which {} held out; CellPLM trained {} epochs in {:.0} s",
         query.n_obs(),
@@ -779,18 +755,43 @@ pub fn predict(g: &Global, a: PredictArgs) -> Result<()> {
     let corpus = Corpus::build(&[(file.clone(), &input)], &genes, &opts, &Default::default(), false, false)
         .with_context(|| file.clone())?;
     crate::progress::note(g.quiet, format!("{file}: {} of {} model genes present", corpus.matched[0].0, genes.len()));
-    let mut pred = vec![String::new(); adata.n_obs()];
-    let mut prob = vec![f32::NAN; adata.n_obs()];
-    for grp in &corpus.groups {
-        for (i, (c, p)) in model.predict(grp)?.into_iter().enumerate() {
-            pred[grp.cells[i]] = classes[c].clone();
-            prob[grp.cells[i]] = p;
-        }
-    }
+    let (pred, prob) = predict_cells(&model, &corpus, &classes, adata.n_obs())?;
     let mut out = adata;
     out.obs.insert(a.key.clone(), Column::Str(pred))?;
     out.obs.insert(format!("{}_prob", a.key), Column::F32(prob))?;
     sclm_io::write_h5ad(&out, &a.output, &Default::default())?;
     crate::progress::note(g.quiet, format!("wrote {} (obs['{}'])", a.output.display(), a.key));
     Ok(())
+}
+
+/// Class and probability of every cell of `corpus`, in dataset row order.
+fn predict_cells(model: &CellPlmClassifier, corpus: &Corpus, classes: &[String], n_obs: usize) -> Result<(Vec<String>, Vec<f32>)> {
+    let mut pred = vec![String::new(); n_obs];
+    let mut prob = vec![f32::NAN; n_obs];
+    for grp in &corpus.groups {
+        for (i, (c, p)) in model.predict(grp)?.into_iter().enumerate() {
+            pred[grp.cells[i]] = classes[c].clone();
+            prob[grp.cells[i]] = p;
+        }
+    }
+    Ok((pred, prob))
+}
+
+/// A fresh model of `config`, NB head started from the corpus statistics, pretrained on
+/// `corpus` (the model of the denoising and spatial-imputation protocols), with a spinner.
+fn pretrain_fresh(
+    g: &Global,
+    config: &CellPlmConfig,
+    corpus: &Corpus,
+    cfg: &sclm_cellplm::PretrainConfig,
+    device: &sclm_nn::burn::tensor::Device,
+    what: &str,
+) -> Result<CellPlm> {
+    sclm_nn::seed_everything(g.seed, device);
+    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(corpus);
+    let model = CellPlm::new(config, device)?.with_decoder_init(&frac, &theta)?;
+    let pb = crate::progress::spinner(what, g.quiet);
+    let (m, _) = sclm_cellplm::pretrain(model, corpus, cfg, None, false, &mut sclm_nn::train::NoProgress)?;
+    pb.finish_and_clear();
+    Ok(m)
 }
