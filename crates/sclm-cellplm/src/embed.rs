@@ -217,8 +217,9 @@ pub fn embed_chunk(
     let d = model.latent_dim();
     let mut out = Dense::zeros(n, d);
     let mut done = 0;
+    let fast = model.inference();
     for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |part, counts, pc| {
-        let e = to_vec(model.embed_group(counts, pc)?);
+        let e = fast.embed_group(counts, pc)?;
         for (i, &r) in part.iter().enumerate() {
             out.row_mut(r).copy_from_slice(&e[i * d..(i + 1) * d]);
         }
@@ -371,8 +372,9 @@ pub fn embed_streaming<E: From<CellPlmError>>(
     let d = model.latent_dim();
     let mut out = Dense::zeros(cells.n_obs, d);
     let mut done = 0;
+    let fast = model.inference();
     stream_pieces(model.genes().len(), cells, mapping, opts, stream, read_rows, &mut |part, counts, pc| {
-        let e = to_vec(model.embed_group(counts, pc)?);
+        let e = fast.embed_group(counts, pc)?;
         for (k, &r) in part.iter().enumerate() {
             out.row_mut(r).copy_from_slice(&e[k * d..(k + 1) * d]);
         }

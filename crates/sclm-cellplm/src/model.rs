@@ -52,6 +52,18 @@ fn norm_kind(n: NormChoice) -> NormKind {
     }
 }
 
+/// Each row's stored values scaled to sum to `target` (all-zero rows stay zero).
+pub(crate) fn scale_rows(x: &CsrRows<'_>, target: f64) -> Vec<f32> {
+    (0..x.n_rows())
+        .flat_map(|r| {
+            let vals = &x.data[x.indptr[r]..x.indptr[r + 1]];
+            let total: f64 = vals.iter().map(|&v| v as f64).sum();
+            let f = if total > 0.0 { target / total } else { 0.0 };
+            vals.iter().map(move |&v| (v as f64 * f) as f32)
+        })
+        .collect()
+}
+
 /// PReLU with one shared slope (`nn.PReLU()`): `max(0, x) + a · min(0, x)`.
 fn prelu<const D: usize>(x: Tensor<D>, a: &Param<Tensor<1>>) -> Tensor<D> {
     let mut shape = [1usize; D];
@@ -128,6 +140,19 @@ impl Embedder {
         Ok(sin * w.clone() + placeholder * w.neg().add_scalar(1.0))
     }
 
+    /// The per-cell total the input is scaled to before the bag (none: raw counts).
+    pub(crate) fn normalize_total(&self) -> Option<f64> {
+        self.normalize_total
+    }
+
+    /// The positional encoding added to the bag, or none when the model has it switched off.
+    ///
+    /// # Shapes
+    /// - `coords`: `n` pairs → `[n, enc_hid]`
+    pub(crate) fn positional_encoding(&self, n: usize, coords: Option<&[[f32; 2]]>) -> Result<Option<Tensor<2>>> {
+        self.missing_pe.as_ref().map(|m| self.positional(n, coords, m)).transpose()
+    }
+
     /// Embeds the cells of one group.
     ///
     /// # Shapes
@@ -147,14 +172,7 @@ impl Embedder {
         let x = match self.normalize_total {
             None => *x,
             Some(target) => {
-                scaled = (0..x.n_rows())
-                    .flat_map(|r| {
-                        let vals = &x.data[x.indptr[r]..x.indptr[r + 1]];
-                        let total: f64 = vals.iter().map(|&v| v as f64).sum();
-                        let f = if total > 0.0 { target / total } else { 0.0 };
-                        vals.iter().map(move |&v| (v as f64 * f) as f32)
-                    })
-                    .collect();
+                scaled = scale_rows(x, target);
                 CsrRows::new(x.n_cols, x.indptr, x.indices, &scaled)?
             }
         };
@@ -308,6 +326,11 @@ impl GmvaeLatent {
                 ("gmvae.z_soft_y".into(), z_soft_y),
             ],
         }
+    }
+
+    /// Number of clusters.
+    pub(crate) fn k(&self) -> usize {
+        self.k
     }
 
     /// The q(z|h,y) mean with y = q(y|h) (expected-value alternative to the argmax).

@@ -102,6 +102,12 @@ fn run(name: &str) {
         // The zero-shot path gives the same embedding.
         let e2 = to_vec(model.embed_group(&counts, None).unwrap());
         assert_eq!(e2, to_vec(out.embedding.clone()));
+        // So does the fast inference path (`sclm embed`), within float rounding.
+        let fast = model.inference();
+        assert!(fast.is_fast());
+        let e3 = fast.embed_group(&counts, None).unwrap();
+        let worst = e2.iter().zip(&e3).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "fast path differs by {worst}");
         for (k, t) in &out.activations {
             got.put_rows(k, &rows, n, to_vec(t.clone()));
         }

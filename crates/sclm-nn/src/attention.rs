@@ -235,6 +235,16 @@ struct FlowParts {
 }
 
 impl FlowAttention {
+    /// Number of heads.
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
+    /// The flow epsilon.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     fn parts(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>) -> FlowParts {
         let [b, n, _] = x.dims();
         let eps = self.eps;

@@ -172,41 +172,13 @@ impl GeneEmbeddingBag {
 }
 
 impl GeneEmbeddingBag {
-    /// Inference path (no gradient wanted): a gene-major sparse gather on the host. For each block
-    /// of cells the stored values are visited in gene order, so each table row is read once per
-    /// block and added to the cells that express the gene; work is `nnz · d` instead of the dense
-    /// path's `cells × present genes × d` (about 13× less for 1,500 of 19,374 genes per cell).
+    /// Inference path (no gradient wanted): the host bag of [`crate::host::GenePanels`]
+    /// (gene-major, `nnz · d` work) on a host copy of the table.
     fn forward_gather(&self, x: &CsrRows<'_>, table: Tensor<2>) -> Tensor<2> {
-        use rayon::prelude::*;
-        let [_, d] = table.dims();
+        let [genes, d] = table.dims();
         let device = table.device();
-        let w = to_vec(table);
-        let n = x.n_rows();
-        let block = 256usize;
-        let mut out = vec![0f32; n * d];
-        out.par_chunks_mut(block * d).enumerate().for_each(|(b, chunk)| {
-            let start = b * block;
-            let end = (start + block).min(n);
-            let mut entries: Vec<(u32, u32, f32)> = Vec::new();
-            for r in start..end {
-                for k in x.indptr[r]..x.indptr[r + 1] {
-                    let v = match self.transform {
-                        ValueTransform::Identity => x.data[k],
-                        ValueTransform::Log1p => x.data[k].ln_1p(),
-                    };
-                    entries.push((x.indices[k], (r - start) as u32, v));
-                }
-            }
-            entries.sort_unstable_by_key(|e| (e.0, e.1));
-            for (g, r, v) in entries {
-                let src = &w[g as usize * d..(g as usize + 1) * d];
-                let dst = &mut chunk[r as usize * d..(r as usize + 1) * d];
-                for (o, &e) in dst.iter_mut().zip(src) {
-                    *o += v * e;
-                }
-            }
-        });
-        tensor_from(out, [n, d], &device)
+        let panels = crate::host::GenePanels::new(&to_vec(table), genes, d);
+        tensor_from(panels.bag(x, self.transform), [x.n_rows(), d], &device)
     }
 }
 

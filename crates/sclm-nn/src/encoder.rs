@@ -131,6 +131,8 @@ pub struct EncoderLayer {
     #[module(skip)]
     activation: ActivationKind,
     norm_first: bool,
+    #[module(skip)]
+    norm_eps: f64,
 }
 
 impl EncoderLayerConfig {
@@ -145,11 +147,27 @@ impl EncoderLayerConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             activation: self.activation,
             norm_first: self.norm_first,
+            norm_eps: self.norm_eps,
         }
     }
 }
 
 impl EncoderLayer {
+    /// Whether the layer normalises before each branch (pre-norm).
+    pub fn is_norm_first(&self) -> bool {
+        self.norm_first
+    }
+
+    /// The epsilon of the layer's norms.
+    pub fn norm_eps(&self) -> f64 {
+        self.norm_eps
+    }
+
+    /// The feed-forward activation.
+    pub fn activation(&self) -> ActivationKind {
+        self.activation
+    }
+
     fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.dropout.forward(self.activation.apply(self.ff_in.forward(x)));
         self.ff_out.forward(h)

@@ -21,6 +21,8 @@
 //! - [`loss`]: MSE, NB/ZINB log-likelihoods, cross-entropy, BCE, InfoNCE, focal loss.
 //! - [`train`]: trainer, grouped AdamW, schedules, checkpoints, run log, divide-and-conquer
 //!   contrastive learning.
+//! - [`host`]: inference path on plain host buffers (fused element-wise passes, SIMD dispatch,
+//!   direct GEMM) for the gene-embedding bag, Linear, norms and the Flowformer layer.
 //! - [`bench`]: encoder-layer benchmark against PyTorch.
 //!
 //! Randomness: [`seed_everything`] seeds the backend generator (process-wide in flex) and
@@ -34,6 +36,7 @@ pub mod bench;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
+pub mod host;
 pub mod latent;
 pub mod loss;
 pub mod train;

@@ -28,6 +28,10 @@ pub enum Which {
         /// `85m`, `small`, or a path to an authors' config.json.
         #[arg(long, default_value = "85m")]
         config: String,
+        /// Also time the burn path (`CellPlm::embed_group`) and report the speed-up and the
+        /// largest difference between the two paths' embeddings.
+        #[arg(long)]
+        compare_engine: bool,
     },
 }
 
@@ -54,7 +58,7 @@ pub fn run(_g: &Global, a: Args) -> Result<()> {
                 );
             }
         }
-        Which::CellplmEmbed { cells, nnz_per_cell, config } => {
+        Which::CellplmEmbed { cells, nnz_per_cell, config, compare_engine } => {
             let cfg = match config.as_str() {
                 "85m" | "small" => {
                     // The published vocabulary size; gene names are placeholders for random weights.
@@ -67,11 +71,19 @@ pub fn run(_g: &Global, a: Args) -> Result<()> {
                 }
                 path => sclm_cellplm::CellPlmConfig::from_json_file(path)?,
             };
-            let r = sclm_cellplm::bench_embed(cells, nnz_per_cell, &cfg)?;
-            println!(
-                "sclm-cellplm cells={} nnz/cell={} params={} threads={} best_s={:.3} cells_per_s={:.0} (embedder {:.3} s)",
-                r.n_cells, r.nnz_per_cell, r.n_params, r.threads, r.best_seconds, r.cells_per_s, r.embedder_seconds
+            let r = sclm_cellplm::bench_embed(cells, nnz_per_cell, &cfg, compare_engine)?;
+            print!(
+                "sclm-cellplm cells={} nnz/cell={} params={} threads={} best_s={:.3} cells_per_s={:.0} (snapshot {:.3} s)",
+                r.n_cells, r.nnz_per_cell, r.n_params, r.threads, r.best_seconds, r.cells_per_s, r.snapshot_seconds
             );
+            match (r.engine_seconds, r.max_abs_diff) {
+                (Some(e), Some(diff)) => println!(
+                    " | burn path best_s={e:.3} cells_per_s={:.0}, speed-up {:.2}x, max |difference| {diff:.2e}",
+                    r.n_cells as f64 / e,
+                    e / r.best_seconds
+                ),
+                _ => println!(),
+            }
         }
     }
     Ok(())

@@ -128,6 +128,7 @@ fn labels(a: &EmbedArgs, obs: &DataFrame, obsm: &BTreeMap<String, Array2>) -> Re
 /// The per-forward-call work: the embedding rows and, when asked, the attention graph.
 struct Outputs<'m> {
     model: &'m CellPlm,
+    fast: sclm_cellplm::CellPlmInference<'m>,
     emb: Dense<f32>,
     graph: Option<(AttentionGraph, AttentionOptions)>,
     done: usize,
@@ -136,7 +137,7 @@ struct Outputs<'m> {
 impl Outputs<'_> {
     fn piece(&mut self, rows: &[usize], counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> sclm_cellplm::Result<()> {
         let d = self.model.latent_dim();
-        let e = sclm_cellplm::model::to_vec(self.model.embed_group(counts, coords)?);
+        let e = self.fast.embed_group(counts, coords)?;
         for (k, &r) in rows.iter().enumerate() {
             self.emb.row_mut(r).copy_from_slice(&e[k * d..(k + 1) * d]);
         }
@@ -214,7 +215,7 @@ fn embed_in_memory(g: &Global, a: &EmbedArgs, model: &CellPlm, opts: &EmbedOptio
     };
     let x = counts.to_csr();
     let n = adata.n_obs();
-    let mut out = Outputs { model, emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
+    let mut out = Outputs { model, fast: model.inference(), emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
     for_each_piece(model.genes().len(), &x, groups.as_deref(), coords.as_deref(), &mapping, opts, &mut |rows, c, pc| {
         out.piece(rows, c, pc)?;
@@ -255,7 +256,7 @@ fn embed_streamed(
     let n = reader.n_obs();
     let cells = CellLabels { n_obs: n, groups: groups.as_deref(), coords: coords.as_deref() };
     let stream = StreamOptions { chunk_rows: a.chunk_rows.max(1), ..Default::default() };
-    let mut out = Outputs { model, emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
+    let mut out = Outputs { model, fast: model.inference(), emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
     let mut read = |s: usize, e: usize| -> Result<CsrMatrix> { Ok(to_csr(reader.read_rows(s, e)?)) };
     stream_pieces(model.genes().len(), &cells, &mapping, opts, &stream, &mut read, &mut |rows, c, pc| {
