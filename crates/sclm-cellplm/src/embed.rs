@@ -7,7 +7,7 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix};
 use sclm_nn::embedding::CsrRows;
 
 use crate::error::{CellPlmError, Result};
-use crate::model::{to_vec, CellPlm};
+use crate::model::CellPlm;
 
 /// Which dataset column feeds each gene of the model vocabulary.
 #[derive(Debug, Clone, PartialEq)]
