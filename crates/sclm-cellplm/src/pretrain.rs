@@ -653,6 +653,71 @@ pub fn pretrain(
     Ok((trainer.model.valid(), summary))
 }
 
+/// Per-cell labels of the groups of `corpus` restricted to the dataset rows in `rows` (sorted):
+/// the labels a training, validation or test batch may use.
+pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> Vec<Vec<Option<usize>>> {
+    corpus
+        .groups
+        .iter()
+        .map(|g| g.cells.iter().map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None }).collect())
+        .collect()
+}
+
+/// Expected expression fractions (the NB decoder's mean, normalised to sum 1 over the group's
+/// gene panel, or over the whole vocabulary with `whole_vocabulary` — imputing genes a dataset
+/// does not measure) of every cell of `corpus`, as a `cells × vocabulary` matrix in the order of
+/// `corpus` rows of dataset `dataset` (rows of other datasets are skipped). Deterministic
+/// inference; covariates as in the groups. Multiply a row by a library size for counts.
+pub fn expected_fractions(
+    model: &CellPlm,
+    corpus: &Corpus,
+    dataset: usize,
+    n_rows: usize,
+    whole_vocabulary: bool,
+) -> Result<sclm_data::Dense<f32>> {
+    let g = model.genes().len();
+    let mut out = sclm_data::Dense::zeros(n_rows, g);
+    let mut seen = 0usize;
+    for grp in &corpus.groups {
+        let this = match grp.dataset {
+            Some(d) => d == dataset,
+            None => corpus.dataset_labels.len() == 1,
+        };
+        if !this {
+            continue;
+        }
+        let counts = CsrRows::new(grp.n_genes, &grp.indptr, &grp.indices, &grp.data)?;
+        let dataset_ids: Option<Vec<Option<usize>>> = grp.dataset.map(|d| vec![Some(d); grp.n_cells()]);
+        let input = GroupInput {
+            counts,
+            coords: grp.coords.as_deref(),
+            covariates: Covariates { batch: grp.batch.as_deref(), dataset: dataset_ids.as_deref() },
+        };
+        let dec = model.forward_mode(&input, true, true)?.decoder.expect("decoder requested");
+        let mean = to_vec(dec.mean);
+        let mut in_panel = vec![whole_vocabulary; g];
+        for &j in grp.panel.iter() {
+            in_panel[j as usize] = true;
+        }
+        for (i, &r) in grp.cells.iter().enumerate() {
+            if r >= n_rows {
+                return Err(CellPlmError::Input(format!("cell row {r} outside {n_rows} rows")));
+            }
+            let row = &mean[i * g..(i + 1) * g];
+            let total: f64 = row.iter().zip(&in_panel).filter(|(_, &p)| p).map(|(&v, _)| v as f64).sum();
+            let dst = out.row_mut(r);
+            for j in 0..g {
+                dst[j] = if in_panel[j] && total > 0.0 { (row[j] as f64 / total) as f32 } else { 0.0 };
+            }
+            seen += 1;
+        }
+    }
+    if seen == 0 {
+        return Err(CellPlmError::Input(format!("no cells of dataset {dataset} in the corpus")));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,69 +788,4 @@ mod tests {
         assert!(m.validate().unwrap_err().to_string().contains("mask_feature_rate"));
         assert!(MaskConfig { max_cells: 0, ..MaskConfig::default() }.validate().is_err());
     }
-}
-
-/// Per-cell labels of the groups of `corpus` restricted to the dataset rows in `rows` (sorted):
-/// the labels a training, validation or test batch may use.
-pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> Vec<Vec<Option<usize>>> {
-    corpus
-        .groups
-        .iter()
-        .map(|g| g.cells.iter().map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None }).collect())
-        .collect()
-}
-
-/// Expected expression fractions (the NB decoder's mean, normalised to sum 1 over the group's
-/// gene panel, or over the whole vocabulary with `whole_vocabulary` — imputing genes a dataset
-/// does not measure) of every cell of `corpus`, as a `cells × vocabulary` matrix in the order of
-/// `corpus` rows of dataset `dataset` (rows of other datasets are skipped). Deterministic
-/// inference; covariates as in the groups. Multiply a row by a library size for counts.
-pub fn expected_fractions(
-    model: &CellPlm,
-    corpus: &Corpus,
-    dataset: usize,
-    n_rows: usize,
-    whole_vocabulary: bool,
-) -> Result<sclm_data::Dense<f32>> {
-    let g = model.genes().len();
-    let mut out = sclm_data::Dense::zeros(n_rows, g);
-    let mut seen = 0usize;
-    for grp in &corpus.groups {
-        let this = match grp.dataset {
-            Some(d) => d == dataset,
-            None => corpus.dataset_labels.len() == 1,
-        };
-        if !this {
-            continue;
-        }
-        let counts = CsrRows::new(grp.n_genes, &grp.indptr, &grp.indices, &grp.data)?;
-        let dataset_ids: Option<Vec<Option<usize>>> = grp.dataset.map(|d| vec![Some(d); grp.n_cells()]);
-        let input = GroupInput {
-            counts,
-            coords: grp.coords.as_deref(),
-            covariates: Covariates { batch: grp.batch.as_deref(), dataset: dataset_ids.as_deref() },
-        };
-        let dec = model.forward_mode(&input, true, true)?.decoder.expect("decoder requested");
-        let mean = to_vec(dec.mean);
-        let mut in_panel = vec![whole_vocabulary; g];
-        for &j in grp.panel.iter() {
-            in_panel[j as usize] = true;
-        }
-        for (i, &r) in grp.cells.iter().enumerate() {
-            if r >= n_rows {
-                return Err(CellPlmError::Input(format!("cell row {r} outside {n_rows} rows")));
-            }
-            let row = &mean[i * g..(i + 1) * g];
-            let total: f64 = row.iter().zip(&in_panel).filter(|(_, &p)| p).map(|(&v, _)| v as f64).sum();
-            let dst = out.row_mut(r);
-            for j in 0..g {
-                dst[j] = if in_panel[j] && total > 0.0 { (row[j] as f64 / total) as f32 } else { 0.0 };
-            }
-            seen += 1;
-        }
-    }
-    if seen == 0 {
-        return Err(CellPlmError::Input(format!("no cells of dataset {dataset} in the corpus")));
-    }
-    Ok(out)
 }
