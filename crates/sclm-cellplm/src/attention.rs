@@ -247,21 +247,8 @@ pub fn attention_graph(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CellPlmConfig;
+    use crate::test_support::tiny_model;
     use burn::tensor::Distribution;
-
-    fn tiny_model(layers: usize) -> CellPlm {
-        let genes: Vec<String> = (0..12).map(|i| format!("g{i}")).collect();
-        let mut c = CellPlmConfig::small(genes);
-        c.enc_hid = 16;
-        c.enc_head = 4;
-        c.enc_layers = layers;
-        c.post_latent_dim = 8;
-        c.qzyx_hidden = 16;
-        c.num_clusters = 3;
-        c.dec_hid = 16;
-        CellPlm::new(&c, &sclm_nn::cpu_device()).unwrap()
-    }
 
     fn counts(n: usize) -> CsrMatrix {
         let mut d = sclm_data::Dense::zeros(n, 12);

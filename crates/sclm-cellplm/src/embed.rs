@@ -220,9 +220,7 @@ pub fn embed_chunk(
     let fast = model.inference();
     for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |part, counts, pc| {
         let e = fast.embed_group(counts, pc)?;
-        for (i, &r) in part.iter().enumerate() {
-            out.row_mut(r).copy_from_slice(&e[i * d..(i + 1) * d]);
-        }
+        out.set_rows(part, &e);
         done += part.len();
         progress(done);
         Ok(())
@@ -375,9 +373,7 @@ pub fn embed_streaming<E: From<CellPlmError>>(
     let fast = model.inference();
     stream_pieces(model.genes().len(), cells, mapping, opts, stream, read_rows, &mut |part, counts, pc| {
         let e = fast.embed_group(counts, pc)?;
-        for (k, &r) in part.iter().enumerate() {
-            out.row_mut(r).copy_from_slice(&e[k * d..(k + 1) * d]);
-        }
+        out.set_rows(part, &e);
         done += part.len();
         progress(done);
         Ok(())
@@ -546,19 +542,7 @@ fn check_counts_from(x: &CsrMatrix, first: usize, allow_non_integer: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CellPlmConfig;
-
-    fn tiny_model() -> CellPlm {
-        let genes: Vec<String> = (0..12).map(|i| format!("g{i}")).collect();
-        let mut c = CellPlmConfig::small(genes);
-        c.enc_hid = 16;
-        c.enc_head = 4;
-        c.post_latent_dim = 8;
-        c.qzyx_hidden = 16;
-        c.num_clusters = 3;
-        c.dec_hid = 16;
-        CellPlm::new(&c, &sclm_nn::cpu_device()).unwrap()
-    }
+    use crate::test_support::tiny_model;
 
     /// `n` cells × 10 dataset genes (dataset gene k = vocabulary gene k + 1), integer counts.
     fn counts(n: usize) -> CsrMatrix {
@@ -592,7 +576,7 @@ mod tests {
 
     #[test]
     fn streaming_equals_in_memory_embedding() {
-        let model = tiny_model();
+        let model = tiny_model(2);
         let x = counts(23);
         let m = mapping();
         // Contiguous groups, interleaved groups, and one group larger than max_cells.
@@ -635,7 +619,7 @@ mod tests {
 
     #[test]
     fn streaming_passes_read_errors_and_bad_counts_through() {
-        let model = tiny_model();
+        let model = tiny_model(2);
         let x = counts(6);
         let cells = CellLabels { n_obs: 6, groups: None, coords: None };
         let mut failing = |a: usize, _b: usize| -> std::result::Result<CsrMatrix, CellPlmError> {

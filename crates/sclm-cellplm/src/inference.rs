@@ -10,7 +10,7 @@
 use sclm_nn::embedding::{CsrRows, ValueTransform};
 use sclm_nn::host::{GenePanels, HostEncoderLayer, HostLinear, HostNorm};
 
-use crate::error::{CellPlmError, Result};
+use crate::error::Result;
 use crate::model::{to_vec, CellPlm, Latent, NORM_EPS};
 
 /// The latent mean on the host.
@@ -143,16 +143,7 @@ impl CellPlmInference<'_> {
         let Some(host) = &self.host else {
             return Ok(to_vec(self.model.embed_group(counts, coords)?));
         };
-        let genes = self.model.config().n_genes();
-        if counts.n_cols != genes {
-            return Err(CellPlmError::Input(format!(
-                "counts have {} genes, the model vocabulary has {genes}",
-                counts.n_cols
-            )));
-        }
-        if counts.n_rows() == 0 {
-            return Err(CellPlmError::Input("a group has no cells".into()));
-        }
+        self.model.check_group(counts)?;
         host.embed(self.model, counts, coords)
     }
 }

@@ -32,3 +32,24 @@ pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig
 pub use model::{nb_loss, CellPlm, Covariates, DecoderOutput, GroupInput, GroupOutput};
 pub use sclm_weights::LoadReport;
 pub use weights::Preprocessing;
+
+/// Helpers shared by the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{CellPlm, CellPlmConfig};
+
+    /// A tiny random model (12 genes `g0..g11`, hidden 16, 4 heads, latent 8) with `layers`
+    /// encoder layers, on the CPU.
+    pub(crate) fn tiny_model(layers: usize) -> CellPlm {
+        let genes: Vec<String> = (0..12).map(|i| format!("g{i}")).collect();
+        let mut c = CellPlmConfig::small(genes);
+        c.enc_hid = 16;
+        c.enc_head = 4;
+        c.enc_layers = layers;
+        c.post_latent_dim = 8;
+        c.qzyx_hidden = 16;
+        c.num_clusters = 3;
+        c.dec_hid = 16;
+        CellPlm::new(&c, &sclm_nn::cpu_device()).unwrap()
+    }
+}

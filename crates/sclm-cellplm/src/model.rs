@@ -751,6 +751,21 @@ impl CellPlm {
         burn::module::Module::num_params(self)
     }
 
+    /// Errors unless `counts` has one column per vocabulary gene and at least one cell.
+    pub(crate) fn check_group(&self, counts: &CsrRows<'_>) -> Result<()> {
+        if counts.n_cols != self.config.n_genes() {
+            return Err(CellPlmError::Input(format!(
+                "counts have {} genes, the model vocabulary has {}",
+                counts.n_cols,
+                self.config.n_genes()
+            )));
+        }
+        if counts.n_rows() == 0 {
+            return Err(CellPlmError::Input("a group has no cells".into()));
+        }
+        Ok(())
+    }
+
     fn encode(&self, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, acts: Option<&mut Vec<(String, Tensor<2>)>>) -> Result<Tensor<2>> {
         self.encode_marked(counts, coords, None, acts)
     }
@@ -765,16 +780,7 @@ impl CellPlm {
         markers: Option<(&[Option<u32>], f32)>,
         acts: Option<&mut Vec<(String, Tensor<2>)>>,
     ) -> Result<Tensor<2>> {
-        if counts.n_cols != self.config.n_genes() {
-            return Err(CellPlmError::Input(format!(
-                "counts have {} genes, the model vocabulary has {}",
-                counts.n_cols,
-                self.config.n_genes()
-            )));
-        }
-        if counts.n_rows() == 0 {
-            return Err(CellPlmError::Input("a group has no cells".into()));
-        }
+        self.check_group(counts)?;
         let mut acts = acts;
         let h = self.embedder.forward_marked(counts, coords, markers)?;
         if let Some(a) = acts.as_deref_mut() {

@@ -41,6 +41,18 @@ impl<T: Copy + Default> Dense<T> {
         &mut self.data[i * self.ncols..(i + 1) * self.ncols]
     }
 
+    /// Writes the consecutive rows of row-major `values` to rows `rows[0]`, `rows[1]`, ... (the
+    /// inverse of [`Dense::select_rows`]).
+    ///
+    /// # Panics
+    /// If `values` does not hold `rows.len()` rows or a row index is out of range.
+    pub fn set_rows(&mut self, rows: &[usize], values: &[T]) {
+        assert_eq!(values.len(), rows.len() * self.ncols, "set_rows: values for {} rows", rows.len());
+        for (&r, v) in rows.iter().zip(values.chunks_exact(self.ncols.max(1))) {
+            self.row_mut(r).copy_from_slice(v);
+        }
+    }
+
     /// Value at row `i`, column `j`.
     pub fn get(&self, i: usize, j: usize) -> T {
         self.data[i * self.ncols + j]
@@ -426,6 +438,15 @@ mod tests {
         assert!(CsrMatrix::new(1, 2, vec![0, 1], vec![5], vec![1.]).is_err());
         assert!(CsrMatrix::new(1, 2, vec![0, 2], vec![1, 1], vec![1., 2.]).is_err());
         assert!(CsrMatrix::new(2, 2, vec![0, 1], vec![1], vec![1.]).is_err());
+    }
+
+    #[test]
+    fn set_rows_inverts_select_rows() {
+        let d = Dense::from_vec(3, 2, vec![1., 2., 3., 4., 5., 6.]).unwrap();
+        let rows = [2, 0, 1];
+        let mut back = Dense::zeros(3, 2);
+        back.set_rows(&rows, &d.select_rows(&rows).data);
+        assert_eq!(back, d);
     }
 
     #[test]

@@ -172,8 +172,8 @@ impl GeneEmbeddingBag {
 }
 
 impl GeneEmbeddingBag {
-    /// Inference path (no gradient wanted): the host bag of [`crate::host::GenePanels`]
-    /// (gene-major, `nnz · d` work) on a host copy of the table.
+    /// Inference path (no gradient wanted): the tiled host bag of [`crate::host::GenePanels`]
+    /// (`nnz · d` work) on a host copy of the table.
     fn forward_gather(&self, x: &CsrRows<'_>, table: Tensor<2>) -> Tensor<2> {
         let [genes, d] = table.dims();
         let device = table.device();

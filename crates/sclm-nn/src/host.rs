@@ -260,6 +260,11 @@ simd! {
 /// Rows per parallel task of the element-wise passes.
 const ROW_CHUNK: usize = 64;
 
+/// Applies `f` to every row (`width` values) of a row-major buffer, rows in parallel.
+fn for_rows(buf: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
+    buf.par_chunks_mut(width * ROW_CHUNK).for_each(|c| c.chunks_mut(width).for_each(&f));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Matrix product
 // ---------------------------------------------------------------------------------------------
@@ -394,11 +399,7 @@ impl HostLinear {
     /// - `x`: `n × d_in` row-major → `n × d_out`
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut out = self.product(x, n);
-        out.par_chunks_mut(self.d_out * ROW_CHUNK).for_each(|c| {
-            for row in c.chunks_mut(self.d_out) {
-                add_assign(row, &self.bias);
-            }
-        });
+        for_rows(&mut out, self.d_out, |row| add_assign(row, &self.bias));
         out
     }
 
@@ -408,11 +409,7 @@ impl HostLinear {
     /// - `x`: `n × d_in` row-major → `n × d_out`
     pub fn forward_relu(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut out = self.product(x, n);
-        out.par_chunks_mut(self.d_out * ROW_CHUNK).for_each(|c| {
-            for row in c.chunks_mut(self.d_out) {
-                bias_relu(row, &self.bias);
-            }
-        });
+        for_rows(&mut out, self.d_out, |row| bias_relu(row, &self.bias));
         out
     }
 
@@ -421,11 +418,7 @@ impl HostLinear {
     /// # Shapes
     /// - `x`: `n × d_in`, `y`: `n × d_out`, row-major
     fn add_forward(&self, y: &mut [f32], x: &[f32], n: usize) {
-        y.par_chunks_mut(self.d_out * ROW_CHUNK).for_each(|c| {
-            for row in c.chunks_mut(self.d_out) {
-                add_assign(row, &self.bias);
-            }
-        });
+        for_rows(y, self.d_out, |row| add_assign(row, &self.bias));
         matmul(y, self.d_out, View::rows(x, n, self.d_in, self.d_in), self.weight_view(), true, true);
     }
 }
@@ -560,14 +553,9 @@ impl HostEncoderLayer {
         self.out.add_forward(x, &attn, n);
         self.norm2.forward_into(&mut attn, x);
         let mut h = self.ff_in.product(&attn, n);
-        let f = self.ff_in.d_out;
-        h.par_chunks_mut(f * ROW_CHUNK).for_each(|c| {
-            for row in c.chunks_mut(f) {
-                match self.activation {
-                    ActivationKind::Gelu => bias_gelu(row, &self.ff_in.bias),
-                    ActivationKind::Relu => bias_relu(row, &self.ff_in.bias),
-                }
-            }
+        for_rows(&mut h, self.ff_in.d_out, |row| match self.activation {
+            ActivationKind::Gelu => bias_gelu(row, &self.ff_in.bias),
+            ActivationKind::Relu => bias_relu(row, &self.ff_in.bias),
         });
         debug_assert_eq!(self.ff_out.d_out, d);
         self.ff_out.add_forward(x, &h, n);

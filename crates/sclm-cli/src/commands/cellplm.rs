@@ -136,11 +136,8 @@ struct Outputs<'m> {
 
 impl Outputs<'_> {
     fn piece(&mut self, rows: &[usize], counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> sclm_cellplm::Result<()> {
-        let d = self.model.latent_dim();
         let e = self.fast.embed_group(counts, coords)?;
-        for (k, &r) in rows.iter().enumerate() {
-            self.emb.row_mut(r).copy_from_slice(&e[k * d..(k + 1) * d]);
-        }
+        self.emb.set_rows(rows, &e);
         if let Some((g, opts)) = &mut self.graph {
             g.add_group(rows, &top_k_attention(self.model, counts, coords, opts)?)?;
         }
