@@ -19,7 +19,7 @@ use sclm_nn::burn::tensor::TensorData;
 use sclm_nn::embedding::CsrRows;
 use sclm_nn::train::{
     DecayKind, FitSummary, LossOutput, OptimizerConfig, ParamGroupConfig, Progress, ReduceOnPlateauConfig,
-    ScheduleConfig, TrainConfig, Trainable, Trainer,
+    ScheduleConfig, TrainConfig, Trainable,
 };
 use serde::{Deserialize, Serialize};
 
@@ -180,14 +180,16 @@ impl Default for FinetuneConfig {
 
 /// Fine-tunes `model` (on an autodiff device) on `train` (labels of the training cells) with
 /// model selection on `valid` (labels of the validation cells). With `run_dir`: log.jsonl,
-/// checkpoints and the best model there. Returns the best model (inference device) and the
-/// summary.
+/// checkpoints and the best model there; `resume` continues the run found there (same data,
+/// split and settings), ending where an uninterrupted run would. Returns the best model
+/// (inference device) and the summary.
 pub fn finetune_annotation(
     model: CellPlmClassifier,
     train: &[LabeledGroup],
     valid: &[LabeledGroup],
     cfg: &FinetuneConfig,
     run_dir: Option<&Path>,
+    resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<(CellPlmClassifier, FitSummary)> {
     cfg.masking.validate()?;
@@ -209,10 +211,7 @@ pub fn finetune_annotation(
     .with_plateau(Some(ReduceOnPlateauConfig::new().with_patience(cfg.plateau_patience).with_maximize(true)))
     .with_early_stopping_patience(Some(cfg.patience))
     .with_maximize_metric(true);
-    let mut trainer = Trainer::new(model, tc);
-    if let Some(dir) = run_dir {
-        trainer = trainer.with_run_dir(dir, serde_json::json!({"task": "annotation"}))?;
-    }
+    let mut trainer = crate::pretrain::start_trainer(model, tc, run_dir, resume, serde_json::json!({"task": "annotation"}))?;
     let metric = |m: &CellPlmClassifier, v: &[LabeledGroup]| macro_f1(m, v).unwrap_or(0.0);
     let summary = trainer.fit_with_metric(train, valid, Some(&metric), progress)?;
     let best = trainer.best_model.take().unwrap_or(trainer.model);

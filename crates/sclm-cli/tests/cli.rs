@@ -324,14 +324,27 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let o = sclm(&["evaluate", emb.to_str().unwrap(), "--embedding", "X_cellplm", "--label-key", "cell_type"]);
     assert!(o.status.success() && stdout(&o).contains("ARI"), "{}", stderr(&o));
 
-    let ann = d.join("ann.h5ad");
-    let o = sclm(&[
-        "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
-        "--model", model.to_str().unwrap(), "-o", ann.to_str().unwrap(), "--epochs", "3",
-    ]);
+    // Fine-tuning interrupted after one epoch, then resumed to three.
+    let (ann, resumed, run) = (d.join("ann.h5ad"), d.join("resumed.h5ad"), d.join("ft.run"));
+    let finetune = |out: &Path, epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
+            "--model", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--epochs", epochs,
+        ];
+        args.extend_from_slice(extra);
+        sclm(&args)
+    };
+    let o = finetune(&resumed, "3", &["--run-dir", run.to_str().unwrap(), "--resume"]);
+    assert_clean_failure(&o, "no checkpoint to resume from", Some(&resumed));
+    let o = finetune(&resumed, "1", &["--run-dir", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = finetune(&resumed, "3", &["--run-dir", run.to_str().unwrap(), "--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("macro_F1"), "{}", stdout(&o));
-    // The same with the classifier saved, then `sclm predict` reproduces the predictions.
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 3);
+    // The uninterrupted run with the classifier saved: the resumed run's predictions equal its
+    // own, and `sclm predict` reproduces them.
     let clf = d.join("clf");
     let o = sclm(&[
         "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
@@ -343,6 +356,18 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     assert!(o.status.success(), "{}", stderr(&o));
     let annotated = sclm_io::read_h5ad(&ann).unwrap();
     let predicted = sclm_io::read_h5ad(&pred).unwrap();
+    let from_resumed = sclm_io::read_h5ad(&resumed).unwrap();
+    let prob = |a: &sclm_data::AnnData| match a.obs_column("cell_type_cellplm_prob").unwrap() {
+        sclm_data::Column::F32(v) => v.clone(),
+        other => panic!("probabilities stored as {other:?}"),
+    };
+    let (p_full, p_resumed) = (prob(&annotated), prob(&from_resumed));
+    let worst = p_full.iter().zip(&p_resumed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-6, "resumed fine-tuning differs from the uninterrupted run by {worst}");
+    assert_eq!(
+        annotated.obs_column("cell_type_cellplm").unwrap().to_labels(),
+        from_resumed.obs_column("cell_type_cellplm").unwrap().to_labels()
+    );
     assert_eq!(
         annotated.obs_column("cell_type_cellplm").unwrap().to_labels(),
         predicted.obs_column("cellplm_prediction").unwrap().to_labels()

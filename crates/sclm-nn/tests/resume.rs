@@ -83,7 +83,7 @@ fn resume_continues_identically_and_writes_run_files() {
     for f in ["config.json", "model.safetensors", "param_ids.json", "train_state.json", "optimizer.default.bpk", "optimizer.embedder.bpk"] {
         assert!(ckpt.join(f).exists(), "{f}");
     }
-    let mut c = Trainer::resume(net(&dev), cfg, &ckpt).unwrap();
+    let mut c = Trainer::resume(net(&dev), cfg.clone(), &ckpt).unwrap();
     assert_eq!(c.state().epoch, 2);
     c.fit(train, valid, &mut NoProgress).unwrap();
     assert_eq!(c.state(), a.state());
@@ -98,4 +98,28 @@ fn resume_continues_identically_and_writes_run_files() {
     assert!(dir.path().join("best/model.safetensors").exists());
     let cfg_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["model"]["name"], "net");
+
+    // Resuming the run directory itself: as if the process died during epoch 2, after logging
+    // a step. The best model comes back, the stale step record goes, and the run ends where the
+    // uninterrupted one did.
+    let empty = tempfile::tempdir().unwrap();
+    let err = Trainer::resume_run(net(&dev), cfg.clone(), empty.path(), serde_json::Value::Null).err().unwrap();
+    assert!(err.to_string().contains("no checkpoint to resume from"), "{err}");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("log.jsonl")).unwrap();
+        writeln!(f, "{}", serde_json::json!({"event": "step", "epoch": 2, "step": 99, "loss": 1.0})).unwrap();
+    }
+    let mut d = Trainer::resume_run(net(&dev), cfg, dir.path(), serde_json::json!({"name": "net"})).unwrap();
+    assert!(d.best_model.is_some(), "best model not restored");
+    d.fit(train, valid, &mut NoProgress).unwrap();
+    assert_eq!(d.state(), a.state());
+    assert_eq!(params(&d.model), pa, "resumed run parameters differ");
+    assert_eq!(params(d.best_model.as_ref().unwrap()), params(a.best_model.as_ref().unwrap()), "best model differs");
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let epochs: Vec<u64> = lines.iter().filter(|v| v["event"] == "epoch").map(|v| v["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![0, 1, 2, 3]);
+    assert_eq!(lines.iter().filter(|v| v["event"] == "step").count(), 12);
+    assert!(lines.iter().all(|v| v["step"] != 99), "stale record kept");
 }

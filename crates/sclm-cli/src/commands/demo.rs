@@ -158,6 +158,8 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
         control: "control".into(),
         json: None,
         save_model: None,
+        run_dir: None,
+        resume: false,
     };
     let t = Instant::now();
     println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):", base.epochs);

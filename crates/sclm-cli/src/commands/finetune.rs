@@ -111,6 +111,14 @@ pub struct Args {
     /// Annotation: save the fine-tuned classifier here (for `sclm predict`).
     #[arg(long)]
     pub save_model: Option<PathBuf>,
+    /// Annotation: run directory for log.jsonl, a checkpoint after every epoch and the best
+    /// model so far.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Annotation: continue the interrupted run in --run-dir (same data, model and options);
+    /// it ends where an uninterrupted run would.
+    #[arg(long, requires = "run_dir")]
+    pub resume: bool,
 }
 
 struct Bar(indicatif::ProgressBar, Option<f64>);
@@ -148,6 +156,9 @@ pub fn model_input(a: &AnnData, use_raw: bool, log1p_input: bool, file: &str) ->
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
+    if !matches!(a.task, Task::Annotation) && (a.run_dir.is_some() || a.resume) {
+        bail!("--run-dir and --resume apply to annotation only (the other tasks are evaluation protocols)");
+    }
     match a.task {
         Task::Annotation => annotation(g, a),
         Task::Denoising => denoising(g, a),
@@ -236,7 +247,7 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     let model = CellPlmClassifier::new(plm, classes.len(), cfg.head_dropout);
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
-    let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, None, &mut bar)?;
+    let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;
     bar.0.finish_and_clear();
     crate::progress::note(
         g.quiet,

@@ -119,6 +119,34 @@ impl RunLog {
         Ok(Self { path, out: BufWriter::new(f) })
     }
 
+    /// Opens `path` for a run resumed after `epochs_done` epochs: records written after the
+    /// last `epoch` record of those epochs (steps of the interrupted epoch, which the resumed
+    /// run repeats) are dropped first, so the log reads as one uninterrupted run.
+    pub fn open_resumed(path: impl AsRef<Path>, epochs_done: usize) -> Result<Self, NnError> {
+        let path = path.as_ref().to_path_buf();
+        if path.exists() {
+            let text = fs::read_to_string(&path).map_err(|e| NnError::io(&path, e))?;
+            let mut keep = 0usize;
+            let mut offset = 0usize;
+            for line in text.split_inclusive('\n') {
+                offset += line.len();
+                let rec: Option<serde_json::Value> = serde_json::from_str(line).ok();
+                let epoch_end = rec.as_ref().is_some_and(|r| {
+                    r["event"] == "epoch" && r["epoch"].as_u64().is_some_and(|e| (e as usize) < epochs_done)
+                });
+                if epoch_end {
+                    keep = offset;
+                }
+            }
+            if keep < text.len() {
+                let tmp = path.with_extension("jsonl.tmp");
+                fs::write(&tmp, &text.as_bytes()[..keep]).map_err(|e| NnError::io(&tmp, e))?;
+                fs::rename(&tmp, &path).map_err(|e| NnError::io(&path, e))?;
+            }
+        }
+        Self::open(path)
+    }
+
     /// Writes one record.
     pub fn write(&mut self, record: &serde_json::Value) -> Result<(), NnError> {
         serde_json::to_writer(&mut self.out, record)
@@ -443,6 +471,35 @@ impl<M: Trainable> Trainer<M> {
             self.optim.save(tmp)?;
             checkpoint::write_json(&tmp.join("train_state.json"), &self.state)
         })
+    }
+
+    /// Continues the run in `dir` (see [`Trainer::with_run_dir`]) from its last checkpoint:
+    /// weights, optimiser and training state from `dir/checkpoint`, the best model so far from
+    /// `dir/best` (so early stopping and model selection carry on), and the log with the
+    /// interrupted epoch's records dropped. The result equals an uninterrupted run's.
+    pub fn resume_run(model: M, config: TrainConfig, dir: impl AsRef<Path>, model_config: serde_json::Value) -> Result<Self, NnError> {
+        let dir = dir.as_ref();
+        let ckpt = dir.join("checkpoint");
+        if !ckpt.join("train_state.json").exists() {
+            return Err(NnError::Config(format!("no checkpoint to resume from in {}", dir.display())));
+        }
+        let mut trainer = Self::resume(model, config, &ckpt)?;
+        if trainer.state.best_epoch.is_some() {
+            let path = dir.join("best").join("model.safetensors");
+            let (best, report) = load_model(trainer.model.clone(), &path)?;
+            if !report.missing.is_empty() {
+                return Err(NnError::Store {
+                    path: path.display().to_string(),
+                    message: format!("best model lacks tensors: {}", report.missing.join(", ")),
+                });
+            }
+            trainer.best_model = Some(best);
+        }
+        fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
+        trainer.log = Some(RunLog::open_resumed(dir.join("log.jsonl"), trainer.state.epoch)?);
+        trainer.run_dir = Some(dir.to_path_buf());
+        trainer.model_config = model_config;
+        Ok(trainer)
     }
 
     /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`]: `model`
