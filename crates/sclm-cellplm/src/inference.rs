@@ -8,7 +8,7 @@
 //! cluster at inference (`deterministic: false`), or encoder layers other than pre-norm
 //! Flowformer.
 use sclm_nn::embedding::{CsrRows, ValueTransform};
-use sclm_nn::host::{GenePanels, HostEncoderLayer, HostLinear, HostNorm};
+use sclm_nn::host::{GenePanels, HostEncoderLayer, HostLinear, HostNorm, LayerScratch};
 
 use crate::error::Result;
 use crate::model::{to_vec, CellPlm, Latent, NORM_EPS};
@@ -36,6 +36,8 @@ struct Host {
 pub struct CellPlmInference<'m> {
     model: &'m CellPlm,
     host: Option<Host>,
+    /// Layer buffers reused from group to group (sized to the largest group so far).
+    scratch: std::sync::Mutex<LayerScratch>,
 }
 
 impl CellPlm {
@@ -43,7 +45,7 @@ impl CellPlm {
     /// (about the model's size in memory) when the host path applies, otherwise keeps using
     /// this model.
     pub fn inference(&self) -> CellPlmInference<'_> {
-        CellPlmInference { model: self, host: Host::snapshot(self) }
+        CellPlmInference { model: self, host: Host::snapshot(self), scratch: Default::default() }
     }
 }
 
@@ -88,7 +90,13 @@ impl Host {
         })
     }
 
-    fn embed(&self, model: &CellPlm, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> Result<Vec<f32>> {
+    fn embed(
+        &self,
+        model: &CellPlm,
+        counts: &CsrRows<'_>,
+        coords: Option<&[[f32; 2]]>,
+        scratch: &mut LayerScratch,
+    ) -> Result<Vec<f32>> {
         let n = counts.n_rows();
         let scaled;
         let counts = match model.embedder.normalize_total() {
@@ -105,7 +113,7 @@ impl Host {
         let h = self.linear.forward_relu(&h, n);
         let mut x = self.norm.forward(&h);
         for layer in &self.layers {
-            layer.forward(&mut x, n);
+            layer.forward_with(&mut x, n, scratch);
         }
         let h = self.pre_latent.forward(&x);
         Ok(match &self.latent {
@@ -144,6 +152,10 @@ impl CellPlmInference<'_> {
             return Ok(to_vec(self.model.embed_group(counts, coords)?));
         };
         self.model.check_group(counts)?;
-        host.embed(self.model, counts, coords)
+        // Concurrent callers (rare) get fresh buffers rather than waiting for the shared ones.
+        let mut fresh = LayerScratch::default();
+        let mut shared = self.scratch.try_lock().ok();
+        let scratch = shared.as_deref_mut().unwrap_or(&mut fresh);
+        host.embed(self.model, counts, coords, scratch)
     }
 }

@@ -72,6 +72,14 @@ fn fast_path_equals_the_burn_path() {
                 assert!(d < 1e-4, "{latent:?} {norm:?} pe={pe}: max |difference| {d}");
                 let spread = want.iter().fold(0f32, |m, x| m.max(x.abs()));
                 assert!(spread > 1e-2, "embeddings are not trivially small ({spread})");
+                // The same inference object on a smaller group (its layer buffers now larger
+                // and holding the last group's values), then on the first group again.
+                let small = CsrRows::new(GENES, &p[..=100], &i[..p[100]], &v[..p[100]]).unwrap();
+                let cs = c.map(|c| &c[..100]);
+                let want_small = to_vec(model.embed_group(&small, cs).unwrap());
+                let d = max_diff(&want_small, &fast.embed_group(&small, cs).unwrap());
+                assert!(d < 1e-4, "{latent:?} {norm:?} pe={pe}, reused buffers: max |difference| {d}");
+                assert_eq!(fast.embed_group(&rows, c).unwrap(), got, "a repeated call differs");
             }
         }
     }
@@ -97,4 +105,21 @@ fn fast_path_falls_back_where_it_does_not_apply() {
     let model = CellPlm::new(&config(LatentKind::Ae, NormChoice::Groupnorm, false, None), &sclm_nn::cpu_device()).unwrap();
     let narrow = CsrRows::new(GENES - 1, &[0, 0], &[], &[]).unwrap();
     assert!(model.inference().embed_group(&narrow, None).unwrap_err().to_string().contains("vocabulary"));
+}
+
+/// The same input gives the same bits whatever the thread count and however rayon happens
+/// to schedule the work (partial sums are combined in a fixed order).
+#[test]
+fn fast_path_is_deterministic_across_thread_counts() {
+    let (p, i, v) = counts();
+    let rows = CsrRows::new(GENES, &p, &i, &v).unwrap();
+    let model = CellPlm::new(&config(LatentKind::Ae, NormChoice::Layernorm, false, None), &sclm_nn::cpu_device()).unwrap();
+    let fast = model.inference();
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let one = pool(1).install(|| fast.embed_group(&rows, None).unwrap());
+    let many = pool(5);
+    for run in 0..8 {
+        let again = many.install(|| fast.embed_group(&rows, None).unwrap());
+        assert!(one == again, "run {run} on 5 threads differs from 1 thread by {}", max_diff(&one, &again));
+    }
 }

@@ -385,8 +385,13 @@ impl HostLinear {
     /// `x · W` without the bias (the caller fuses it into the next element-wise pass).
     fn product(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut out = vec![0f32; n * self.d_out];
-        matmul(&mut out, self.d_out, View::rows(x, n, self.d_in, self.d_in), self.weight_view(), false, true);
+        self.product_into(&mut out, x, n);
         out
+    }
+
+    /// [`HostLinear::product`] into `out` (`n × d_out`; its contents are overwritten, not read).
+    fn product_into(&self, out: &mut [f32], x: &[f32], n: usize) {
+        matmul(out, self.d_out, View::rows(x, n, self.d_in, self.d_in), self.weight_view(), false, true);
     }
 
     fn weight_view(&self) -> View<'_> {
@@ -486,6 +491,23 @@ impl HostNorm {
     }
 }
 
+/// Intermediate buffers of [`HostEncoderLayer::forward_with`]: they grow to the largest
+/// sequence seen and are overwritten, never read, by each call.
+#[derive(Debug, Default)]
+pub struct LayerScratch {
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    h: Vec<f32>,
+}
+
+/// The first `len` elements of `buf`, growing it when shorter.
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 /// A pre-norm Flowformer encoder layer on the host (CellPLM's `FlowformerLayer`; see
 /// [`crate::attention::FlowAttention`] for the flow formula). Q, K and V share one GEMM.
 #[derive(Debug, Clone)]
@@ -542,23 +564,36 @@ impl HostEncoderLayer {
     /// # Shapes
     /// - `x`: `n × d` row-major
     pub fn forward(&self, x: &mut [f32], n: usize) {
+        self.forward_with(x, n, &mut LayerScratch::default());
+    }
+
+    /// [`HostEncoderLayer::forward`] with its intermediate buffers taken from `scratch`, so a
+    /// stack of layers (and the groups after it) reuse memory that is already paged in.
+    ///
+    /// # Shapes
+    /// - `x`: `n × d` row-major
+    pub fn forward_with(&self, x: &mut [f32], n: usize, scratch: &mut LayerScratch) {
         let d = self.out.d_out;
         if n == 0 {
             return;
         }
-        let xn = self.norm1.forward(x);
-        let mut qkv = self.qkv.product(&xn, n);
-        let mut attn = xn; // reused as the attention output buffer
-        self.flow(&mut qkv, n, &mut attn);
-        self.out.add_forward(x, &attn, n);
-        self.norm2.forward_into(&mut attn, x);
-        let mut h = self.ff_in.product(&attn, n);
-        for_rows(&mut h, self.ff_in.d_out, |row| match self.activation {
+        let LayerScratch { xn, qkv, h } = scratch;
+        let xn = sized(xn, n * d);
+        self.norm1.forward_into(xn, x);
+        let qkv = sized(qkv, n * self.qkv.d_out);
+        self.qkv.product_into(qkv, xn, n);
+        let attn = xn; // reused as the attention output buffer
+        self.flow(qkv, n, attn);
+        self.out.add_forward(x, attn, n);
+        self.norm2.forward_into(attn, x);
+        let h = sized(h, n * self.ff_in.d_out);
+        self.ff_in.product_into(h, attn, n);
+        for_rows(h, self.ff_in.d_out, |row| match self.activation {
             ActivationKind::Gelu => bias_gelu(row, &self.ff_in.bias),
             ActivationKind::Relu => bias_relu(row, &self.ff_in.bias),
         });
         debug_assert_eq!(self.ff_out.d_out, d);
-        self.ff_out.add_forward(x, &h, n);
+        self.ff_out.add_forward(x, h, n);
     }
 
     /// Flow attention on `qkv` (`n × 3d`, raw projections without bias) into `out` (`n × d`,
@@ -587,7 +622,9 @@ impl HostEncoderLayer {
                 }
                 (sq, sk)
             })
-            .reduce(|| (vec![0f32; d], vec![0f32; d]), add_pair);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold((vec![0f32; d], vec![0f32; d]), add_pair);
         let shifted = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| x + eps).collect() };
         let (sum_q, sum_k) = (shifted(sum_q), shifted(sum_k));
         // incoming_i = 1/⟨Q_i+ε, ΣK+ε⟩, outgoing_j = 1/⟨K_j+ε, ΣQ+ε⟩, per head: [n, h].
@@ -613,7 +650,9 @@ impl HostEncoderLayer {
                 }
                 (qi, ko)
             })
-            .reduce(|| (vec![0f32; d], vec![0f32; d]), add_pair);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold((vec![0f32; d], vec![0f32; d]), add_pair);
         let (q_in_sum, k_out_sum) = (shifted(q_in_sum), shifted(k_out_sum));
         // allocation_i = σ(⟨Q_i+ε, ΣK·out+ε⟩); conserved outgoing flow clamped to [−1, 1].
         let mut alloc = vec![0f32; n * h];
@@ -684,6 +723,9 @@ impl HostEncoderLayer {
     }
 }
 
+/// Adds per-chunk partial sums. Callers collect the parts and fold them in chunk order:
+/// rayon's `reduce` would associate them in an order that depends on work stealing, and the
+/// float sums (hence the embeddings) would differ in the last bits from run to run.
 fn add_pair(mut a: (Vec<f32>, Vec<f32>), b: (Vec<f32>, Vec<f32>)) -> (Vec<f32>, Vec<f32>) {
     add_assign(&mut a.0, &b.0);
     add_assign(&mut a.1, &b.1);

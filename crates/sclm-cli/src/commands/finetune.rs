@@ -127,7 +127,7 @@ impl Progress for Bar {
         self.0.set_message(format!("loss {:.3} best F1 {:.3}", r.loss, self.1.unwrap_or(0.0)));
     }
     fn on_epoch(&mut self, r: &EpochReport) {
-        self.0.inc(1);
+        self.0.set_position(r.epoch as u64 + 1); // a resumed run starts past zero
         if r.is_best {
             self.1 = r.valid_metric;
         }

@@ -78,7 +78,7 @@ struct Bar {
 
 impl Progress for Bar {
     fn on_step(&mut self, _batch: usize, _n: usize, r: &StepReport) {
-        self.pb.inc(1);
+        self.pb.set_position(r.step as u64 + 1); // a resumed run starts past zero
         self.pb.set_message(format!("epoch {} loss {:.1}", r.epoch + 1, r.loss));
     }
     fn on_epoch(&mut self, r: &EpochReport) {
