@@ -1,11 +1,10 @@
 //! `sc.pp.highly_variable_genes`, flavors `seurat` (log data) and `seurat_v3` (counts).
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Column, Matrix, Value};
 
 use crate::loess::{loess_fit, LoessOptions, Surface};
-use crate::stats::{col_stats, for_row};
+use crate::stats::{col_stats, for_row, ordered_sum};
 use crate::{invalid, Result};
 
 /// Which HVG method to use.
@@ -199,9 +198,11 @@ pub fn hvg_seurat_v3(x: &Matrix, batches: &[Vec<usize>], n_top_genes: usize, spa
         let reg_std: Vec<f64> = est.iter().map(|e| 10f64.powf(*e).sqrt()).collect();
         let vmax = (nb as f64).sqrt();
         let clip: Vec<f64> = (0..g).map(|j| reg_std[j] * vmax + mean[j]).collect();
-        let (s, s2) = rows
-            .par_chunks(2048)
-            .map(|chunk| {
+        let (s, s2) = ordered_sum(
+            rows,
+            2048,
+            (vec![0f64; g], vec![0f64; g]),
+            |chunk| {
                 let (mut s, mut s2) = (vec![0f64; g], vec![0f64; g]);
                 for &i in chunk {
                     for_row(x, i, |j, v| {
@@ -211,17 +212,15 @@ pub fn hvg_seurat_v3(x: &Matrix, batches: &[Vec<usize>], n_top_genes: usize, spa
                     });
                 }
                 (s, s2)
-            })
-            .reduce(
-                || (vec![0f64; g], vec![0f64; g]),
-                |(mut a, mut a2), (b, b2)| {
-                    for j in 0..g {
-                        a[j] += b[j];
-                        a2[j] += b2[j];
-                    }
-                    (a, a2)
-                },
-            );
+            },
+            |(mut a, mut a2), (b, b2)| {
+                for j in 0..g {
+                    a[j] += b[j];
+                    a2[j] += b2[j];
+                }
+                (a, a2)
+            },
+        );
         let nbf = nb as f64;
         norm_vars.push(
             (0..g)
@@ -387,8 +386,11 @@ pub fn hvg_seurat(x: &Matrix, batches: &[Vec<usize>], opts: &HvgOptions, log_bas
     let factor = log_base.map(|b| b.ln()).unwrap_or(1.0);
     // column sums of expm1(X)
     let expm1_stats = |rows: &[usize]| {
-        rows.par_chunks(2048)
-            .map(|chunk| {
+        ordered_sum(
+            rows,
+            2048,
+            (vec![0f64; g], vec![0f64; g], vec![0u32; g]),
+            |chunk| {
                 let (mut s, mut s2, mut k) = (vec![0f64; g], vec![0f64; g], vec![0u32; g]);
                 for &i in chunk {
                     for_row(x, i, |j, v| {
@@ -399,18 +401,16 @@ pub fn hvg_seurat(x: &Matrix, batches: &[Vec<usize>], opts: &HvgOptions, log_bas
                     });
                 }
                 (s, s2, k)
-            })
-            .reduce(
-                || (vec![0f64; g], vec![0f64; g], vec![0u32; g]),
-                |(mut a, mut a2, mut ak), (b, b2, bk)| {
-                    for j in 0..g {
-                        a[j] += b[j];
-                        a2[j] += b2[j];
-                        ak[j] += bk[j];
-                    }
-                    (a, a2, ak)
-                },
-            )
+            },
+            |(mut a, mut a2, mut ak), (b, b2, bk)| {
+                for j in 0..g {
+                    a[j] += b[j];
+                    a2[j] += b2[j];
+                    ak[j] += bk[j];
+                }
+                (a, a2, ak)
+            },
+        )
     };
     let mean_var = |s: &[f64], s2: &[f64], n: usize| -> (Vec<f64>, Vec<f64>) {
         let nf = n as f64;

@@ -20,7 +20,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Array2, Column, Dense, Matrix, Value};
 
-use crate::stats::col_stats;
+use crate::stats::{col_stats, ordered_sum};
+
+/// Cells per partial product of the sparse `Aᵀ · Q` (fixed, so that the sums do not depend on
+/// the thread count).
+const TMUL_ROWS: usize = 2048;
 use crate::{invalid, PreprocessError, Result};
 
 /// How [`pca`] computes the components.
@@ -151,12 +155,12 @@ impl Op<'_> {
                 // stream the cells in order; each task accumulates a genes × l block
                 let qr = to_row_major(q);
                 let g = self.g;
-                let tasks = (rayon::current_num_threads() * 2).max(1);
-                let chunk = self.n.div_ceil(tasks).max(1);
                 let rows: Vec<usize> = (0..self.n).collect();
-                let o = rows
-                    .par_chunks(chunk)
-                    .map(|part| {
+                let o = ordered_sum(
+                    &rows,
+                    TMUL_ROWS,
+                    vec![0f64; g * l],
+                    |part| {
                         let mut acc = vec![0f64; g * l];
                         for &i in part {
                             let (idx, val) = c.row(i);
@@ -170,14 +174,12 @@ impl Op<'_> {
                             }
                         }
                         acc
-                    })
-                    .reduce(
-                        || vec![0f64; g * l],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                            a
-                        },
-                    );
+                    },
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                        a
+                    },
+                );
                 from_row_major(&o, self.g, l)
             }
             Matrix::Dense(d) => {
@@ -307,8 +309,11 @@ fn gram(x: &Matrix) -> Mat<f64> {
         Matrix::Dense(d) => {
             // f32 GEMM per block of rows, accumulated in f64
             let block = 4096;
-            rows.par_chunks(block)
-                .map(|part| {
+            ordered_sum(
+                &rows,
+                block,
+                vec![0f64; g * g],
+                |part| {
                     let (r0, r1) = (part[0], part[part.len() - 1] + 1);
                     let a = MatRef::from_row_major_slice(&d.data[r0 * g..r1 * g], r1 - r0, g);
                     let mut o = Mat::<f32>::zeros(g, g);
@@ -320,14 +325,12 @@ fn gram(x: &Matrix) -> Mat<f64> {
                         }
                     }
                     acc
-                })
-                .reduce(
-                    || vec![0f64; g * g],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                        a
-                    },
-                )
+                },
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            )
         }
     };
     // symmetric from the upper triangle

@@ -6,6 +6,30 @@ use sclm_data::Matrix;
 /// Rows per parallel chunk for column reductions.
 const CHUNK: usize = 2048;
 
+/// Sums `part(chunk)` over the chunks of `items` (`chunk` items each), adding the parts in
+/// chunk order with `add`. Parts are computed in parallel, one per thread at a time, so memory
+/// holds as many parts as there are threads; as the chunks and the order of the additions are fixed, the result is
+/// bit-identical from run to run and for any thread count (rayon's `reduce` associates the
+/// parts in an order that depends on work stealing).
+pub(crate) fn ordered_sum<S: Sync, T: Send>(
+    items: &[S],
+    chunk: usize,
+    zero: T,
+    part: impl Fn(&[S]) -> T + Sync,
+    add: impl Fn(T, T) -> T,
+) -> T {
+    let chunks: Vec<&[S]> = items.chunks(chunk.max(1)).collect();
+    let wave = rayon::current_num_threads().max(1);
+    let mut acc = zero;
+    for w in chunks.chunks(wave) {
+        let parts: Vec<T> = w.par_iter().map(|c| part(c)).collect();
+        for p in parts {
+            acc = add(acc, p);
+        }
+    }
+    acc
+}
+
 /// Visits the non-zero entries `(column, value)` of row `i`.
 #[inline]
 pub(crate) fn for_row(x: &Matrix, i: usize, mut f: impl FnMut(usize, f32)) {
@@ -86,20 +110,19 @@ pub(crate) fn col_stats(x: &Matrix, rows: Option<&[usize]>) -> ColStats {
             &all
         }
     };
-    rows.par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut s = ColStats::zeros(g);
-            for &i in chunk {
-                for_row(x, i, |j, v| {
-                    let v = v as f64;
-                    s.sum[j] += v;
-                    s.sumsq[j] += v * v;
-                    s.nnz[j] += 1;
-                });
-            }
-            s
-        })
-        .reduce(|| ColStats::zeros(g), ColStats::add)
+    let part = |chunk: &[usize]| {
+        let mut s = ColStats::zeros(g);
+        for &i in chunk {
+            for_row(x, i, |j, v| {
+                let v = v as f64;
+                s.sum[j] += v;
+                s.sumsq[j] += v * v;
+                s.nnz[j] += 1;
+            });
+        }
+        s
+    };
+    ordered_sum(rows, CHUNK, ColStats::zeros(g), part, ColStats::add)
 }
 
 /// The median as numpy computes it (mean of the two middle values for an even count).
@@ -114,5 +137,29 @@ pub(crate) fn median(v: &[f64]) -> f64 {
         s[m]
     } else {
         (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values whose float sum depends on the order of additions: the ordered sum equals the
+    /// sequential one over chunks, bit for bit, on any thread count.
+    #[test]
+    fn ordered_sum_fixes_the_order_of_additions() {
+        let items: Vec<f64> = (0..64 * 50i32).map(|i| ((i * 7919 % 1000) as f64 - 500.0) * 10f64.powi(i % 17 - 8)).collect();
+        let part = |c: &[f64]| c.iter().sum::<f64>();
+        let sequential = items.chunks(64).map(part).fold(0.0, |a, b| a + b);
+        for threads in [1, 2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for _ in 0..5 {
+                let s = pool.install(|| ordered_sum(&items, 64, 0.0, part, |a, b| a + b));
+                assert_eq!(s.to_bits(), sequential.to_bits(), "{threads} threads");
+            }
+        }
+        // The order matters for these values (otherwise the test would prove nothing).
+        let reversed = items.chunks(64).rev().map(part).fold(0.0, |a, b| a + b);
+        assert_ne!(reversed.to_bits(), sequential.to_bits());
     }
 }

@@ -76,3 +76,37 @@ fn seurat_v3_on_log_data_names_the_step() {
     let msg = e.to_string();
     assert!(msg.contains("step 1") && msg.contains("seurat_v3") && msg.contains("raw counts"), "{msg}");
 }
+
+/// Parallel column sums are added in a fixed order: the same recipe gives the same bits on one
+/// thread and on five (rayon's scheduling-dependent `reduce` would not).
+#[test]
+fn recipe_is_bit_identical_across_thread_counts() {
+    use rand::{Rng, SeedableRng};
+    let (n, g) = (6000, 300);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (mut indptr, mut indices, mut data) = (vec![0usize], Vec::new(), Vec::new());
+    for _ in 0..n {
+        for j in 0..g {
+            if rng.random_bool(0.1 + 0.3 * (j % 7) as f64 / 7.0) {
+                indices.push(j as u32);
+                data.push(rng.random_range(1..=30) as f32);
+            }
+        }
+        indptr.push(indices.len());
+    }
+    let mut base = AnnData::new(Matrix::Csr(CsrMatrix::new(n, g, indptr, indices, data).unwrap()));
+    base.var.index = (0..g).map(|j| format!("G{j}")).collect();
+    let steps = parse_steps("hvg:flavor=seurat_v3:n_top_genes=100,normalize_total:target_sum=1e4,log1p,pca:n_comps=10").unwrap();
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut ad = base.clone();
+        pool.install(|| run(&mut ad, &steps, 0)).unwrap();
+        // Debug prints floats in their shortest round-trip form: equal text, equal bits.
+        format!("{:?}\n{:?}", ad.var, ad.obsm)
+    };
+    let one = on(1);
+    assert!(one.contains("X_pca"), "the recipe wrote no PCA");
+    for run in 0..4 {
+        assert!(on(5) == one, "run {run} on 5 threads differs from 1 thread");
+    }
+}
