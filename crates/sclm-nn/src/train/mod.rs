@@ -441,13 +441,16 @@ impl<M: Trainable> Trainer<M> {
                 log.flush()?;
             }
             if let Some(dir) = self.run_dir.clone() {
-                self.save_checkpoint(dir.join("checkpoint"))?;
+                // The best model first: a checkpoint that records a best epoch always finds
+                // that model in `best/` (a crash in between replays the epoch, which rewrites
+                // the same best model).
                 if is_best {
                     checkpoint::write_atomically(&dir.join("best"), |tmp| {
                         checkpoint::write_config(tmp, &self.model_config, &self.config)?;
                         save_model(&self.model, &tmp.join("model.safetensors"))
                     })?;
                 }
+                self.save_checkpoint(dir.join("checkpoint"))?;
             }
             progress.on_epoch(&report);
         }
