@@ -47,11 +47,37 @@ pub struct LabeledGroup {
 }
 
 impl CellPlmClassifier {
-    /// A head with `n_classes` outputs on top of `plm` (head dropout: published 0.5).
+    /// A head with `n_classes` outputs (and `dropout` before it) on top of `plm` as it is; see
+    /// [`CellPlmClassifier::for_finetuning`] for the published fine-tuning model.
     pub fn new(plm: CellPlm, n_classes: usize, dropout: f64) -> Self {
         let device = plm.device();
         let head = LinearConfig::new(plm.latent_dim(), n_classes).init(&device);
         CellPlmClassifier { plm, head, dropout: DropoutConfig::new(dropout).init() }
+    }
+
+    /// The published annotation model built on a pretrained `plm` (the authors' pipeline loads
+    /// the checkpoint into a model with `latent_mod: ae` and `model_dropout: 0.5`): dropout
+    /// `dropout` in the embedder, every encoder layer and before the head; a linear (`ae`)
+    /// latent, kept when `plm` has one and freshly initialised otherwise (a GMVAE or VAE latent
+    /// has no linear map to reuse); every other weight copied from `plm`. Returns the model and
+    /// the names of the pretrained tensors left out (the old latent; the decoder is kept but
+    /// unused).
+    pub fn for_finetuning(plm: &CellPlm, n_classes: usize, dropout: f64) -> Result<(Self, Vec<String>)> {
+        let mut config = plm.config().clone();
+        config.model_dropout = dropout;
+        config.latent_mod = crate::LatentKind::Ae;
+        let device = plm.device();
+        let fresh = CellPlm::new(&config, &device)?;
+        let (backbone, report) = sclm_nn::train::copy_weights(plm, fresh);
+        if !report.errors.is_empty() {
+            return Err(CellPlmError::Config(format!("copying the pretrained weights failed: {}", report.errors.join("; "))));
+        }
+        let kept_latent = plm.config().latent_mod == crate::LatentKind::Ae;
+        let expected_missing = |p: &String| !kept_latent && p.starts_with("latent.");
+        if let Some(p) = report.missing.iter().find(|p| !expected_missing(p)) {
+            return Err(CellPlmError::Config(format!("the pretrained model has no tensor for {p}")));
+        }
+        Ok((Self::new(backbone, n_classes, dropout), report.unused))
     }
 
     /// Class logits of every cell of a group (no masking).
@@ -152,8 +178,12 @@ pub struct FinetuneConfig {
     pub plateau_patience: usize,
     /// Gradient clipping norm (published 2.0).
     pub clip_grad_norm: f64,
-    /// Head dropout (published model dropout for annotation: 0.5).
-    pub head_dropout: f64,
+    /// Dropout while fine-tuning (published `model_dropout` for annotation: 0.5): in the
+    /// embedder, the encoder layers and before the head of a pretrained model
+    /// ([`CellPlmClassifier::for_finetuning`]); `sclm finetune` on a fresh model, which the
+    /// published method does not cover, uses it before the head only.
+    #[serde(alias = "head_dropout")]
+    pub dropout: f64,
     /// Masking during fine-tuning (published: drop 0.3, mask 0.75 × 0.25).
     pub masking: MaskConfig,
     /// Seed.
@@ -171,7 +201,7 @@ impl Default for FinetuneConfig {
             patience: 50,
             plateau_patience: 25,
             clip_grad_norm: 2.0,
-            head_dropout: 0.5,
+            dropout: 0.5,
             masking: MaskConfig { max_cells: 70_000, ..MaskConfig::default() },
             seed: 0,
         }

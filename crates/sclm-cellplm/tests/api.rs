@@ -239,3 +239,43 @@ fn sampling_mode_varies_and_deterministic_mode_does_not() {
     let runs: Vec<Vec<f32>> = (0..5).map(|_| to_vec(sampling.embed_group(&rows, None).unwrap())).collect();
     assert!(runs.iter().any(|r| r.iter().zip(&runs[0]).any(|(u, v)| (u - v).abs() > 1e-6)));
 }
+
+/// Annotation fine-tuning starts from the published pipeline's model: dropout 0.5 everywhere,
+/// a linear latent (fresh in place of a GMVAE's), every other pretrained weight copied.
+#[test]
+fn finetuning_model_follows_the_published_pipeline() {
+    use sclm_cellplm::annotate::CellPlmClassifier;
+    use sclm_nn::burn::store::ModuleSnapshot;
+    let dev = sclm_nn::cpu_device();
+    // Tensor name → its bytes.
+    let tensors = |m: &CellPlm| -> std::collections::BTreeMap<String, Vec<u8>> {
+        m.collect(None, None, true).into_iter().map(|t| (t.name.clone(), t.to_bytes().unwrap().to_vec())).collect()
+    };
+    for latent in [LatentKind::Gmvae, LatentKind::Ae] {
+        let plm = CellPlm::new(&tiny(latent, false), &dev).unwrap();
+        let (clf, left_out) = CellPlmClassifier::for_finetuning(&plm, 4, 0.5).unwrap();
+        assert_eq!(clf.plm.config().latent_mod, LatentKind::Ae);
+        assert_eq!(clf.plm.config().model_dropout, 0.5);
+        let (before, after) = (tensors(&plm), tensors(&clf.plm));
+        for (name, values) in &after {
+            if name.starts_with("latent.") && latent != LatentKind::Ae {
+                assert!(!before.contains_key(name), "{name} should be new");
+            } else {
+                assert_eq!(Some(values), before.get(name), "{latent:?}: {name} not copied");
+            }
+        }
+        let old_latent: Vec<&String> = before.keys().filter(|k| k.starts_with("latent.")).collect();
+        match latent {
+            LatentKind::Ae => assert!(left_out.is_empty(), "{left_out:?}"),
+            _ => assert_eq!(left_out.iter().collect::<Vec<_>>(), old_latent),
+        }
+        // With a linear latent the backbone embeds exactly as the pretrained model (dropout is
+        // off outside training).
+        if latent == LatentKind::Ae {
+            let (ptr, idx, val) = (vec![0usize, 3, 5, 8], vec![0u32, 4, 9, 2, 11, 1, 5, 7], vec![3f32, 1., 7., 2., 2., 5., 1., 4.]);
+            let rows = CsrRows::new(12, &ptr, &idx, &val).unwrap();
+            let want = to_vec(plm.embed_group(&rows, None).unwrap());
+            assert_eq!(to_vec(clf.plm.embed_group(&rows, None).unwrap()), want);
+        }
+    }
+}

@@ -244,7 +244,20 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
             .collect()
     };
     let (train, valid) = (mk(&split.train), mk(&split.valid));
-    let model = CellPlmClassifier::new(plm, classes.len(), cfg.head_dropout);
+    // A pretrained model gets the published fine-tuning model; a fresh one (not part of the
+    // published method) keeps its own configuration, with the dropout before the head only.
+    let model = if a.model.is_some() {
+        let (model, left_out) = CellPlmClassifier::for_finetuning(&plm, classes.len(), cfg.dropout)?;
+        if left_out.iter().any(|t| t.starts_with("latent.")) {
+            crate::progress::note(
+                g.quiet,
+                format!("the pretrained {:?} latent is replaced by a fresh linear one, as in the published pipeline", plm.config().latent_mod),
+            );
+        }
+        model
+    } else {
+        CellPlmClassifier::new(plm, classes.len(), cfg.dropout)
+    };
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
     let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;

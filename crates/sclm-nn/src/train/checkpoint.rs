@@ -52,6 +52,20 @@ pub fn load_model<M: Module>(mut model: M, path: &Path) -> Result<(M, LoadReport
     Ok((model, report))
 }
 
+/// Copies the weights of `from` into `to` in memory, by module path (enum variant names
+/// skipped), as [`load_model`] does from a file: tensors `to` lacks a place for, or whose
+/// shapes differ, are reported, and `to` keeps its own values for them.
+pub fn copy_weights<A: Module, B: Module>(from: &A, mut to: B) -> (B, LoadReport) {
+    let res = to.apply(from.collect(None, None, true), None, None, true);
+    let report = LoadReport {
+        applied: res.applied,
+        missing: res.missing.into_iter().map(|(p, _)| p).collect(),
+        unused: res.unused,
+        errors: res.errors.iter().map(|e| format!("{e:?}")).collect(),
+    };
+    (to, report)
+}
+
 /// Writes a JSON file.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NnError> {
     let text = serde_json::to_string_pretty(value)

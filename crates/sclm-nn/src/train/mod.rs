@@ -25,7 +25,7 @@ pub mod dac;
 pub mod optim;
 pub mod schedule;
 
-pub use checkpoint::{load_model, save_model, LoadReport};
+pub use checkpoint::{copy_weights, load_model, save_model, LoadReport};
 pub use optim::{GroupedAdamW, OptimizerConfig, ParamGroupConfig};
 pub use schedule::{DecayKind, ReduceOnPlateau, ReduceOnPlateauConfig, ScheduleConfig};
 
