@@ -102,6 +102,10 @@ fn resume_continues_identically_and_writes_run_files() {
     // Resuming the run directory itself: as if the process died during epoch 2, after logging
     // a step. The best model comes back, the stale step record goes, and the run ends where the
     // uninterrupted one did.
+    // A checkpoint of another architecture is refused, not half-loaded.
+    let wider = Net { embedder: LinearConfig::new(6, 16).init(&dev), body: LinearConfig::new(16, 4).init(&dev), drop: DropoutConfig::new(0.3).init() };
+    let err = Trainer::resume(wider, cfg.clone(), &ckpt).err().unwrap();
+    assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("body.weight"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let err = Trainer::resume_run(net(&dev), cfg.clone(), empty.path(), serde_json::Value::Null).err().unwrap();
     assert!(err.to_string().contains("no checkpoint to resume from"), "{err}");
