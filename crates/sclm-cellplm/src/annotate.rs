@@ -19,7 +19,7 @@ use sclm_nn::burn::tensor::TensorData;
 use sclm_nn::embedding::CsrRows;
 use sclm_nn::train::{
     DecayKind, FitSummary, LossOutput, OptimizerConfig, ParamGroupConfig, Progress, ReduceOnPlateauConfig,
-    ScheduleConfig, TrainConfig, Trainable,
+    ScheduleConfig, TrainConfig, Trainable, Trainer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -241,7 +241,7 @@ pub fn finetune_annotation(
     .with_plateau(Some(ReduceOnPlateauConfig::new().with_patience(cfg.plateau_patience).with_maximize(true)))
     .with_early_stopping_patience(Some(cfg.patience))
     .with_maximize_metric(true);
-    let mut trainer = crate::pretrain::start_trainer(model, tc, run_dir, resume, serde_json::json!({"task": "annotation"}))?;
+    let mut trainer = Trainer::start(model, tc, run_dir, resume, serde_json::json!({"task": "annotation"}))?;
     let metric = |m: &CellPlmClassifier, v: &[LabeledGroup]| macro_f1(m, v).unwrap_or(0.0);
     let summary = trainer.fit_with_metric(train, valid, Some(&metric), progress)?;
     let best = trainer.best_model.take().unwrap_or(trainer.model);

@@ -604,26 +604,6 @@ impl PretrainConfig {
     }
 }
 
-/// A trainer for a new run (in `run_dir` when given) or, with `resume`, one continuing the run
-/// in `run_dir` from its last checkpoint.
-pub(crate) fn start_trainer<M: sclm_nn::train::Trainable>(
-    model: M,
-    tc: TrainConfig,
-    run_dir: Option<&Path>,
-    resume: bool,
-    model_json: serde_json::Value,
-) -> Result<Trainer<M>> {
-    Ok(match (run_dir, resume) {
-        (Some(dir), true) if dir.join("checkpoint").exists() => Trainer::resume_run(model, tc, dir, model_json)?,
-        (Some(dir), true) => {
-            return Err(CellPlmError::Input(format!("--resume: no checkpoint to resume from in {}", dir.display())))
-        }
-        (None, true) => return Err(CellPlmError::Input("--resume needs a run directory".into())),
-        (Some(dir), false) => Trainer::new(model, tc).with_run_dir(dir, model_json)?,
-        (None, false) => Trainer::new(model, tc),
-    })
-}
-
 /// Pretrains `model` (initialised on an autodiff device such as [`sclm_nn::train_device`]) on
 /// the groups of `corpus`. With `run_dir`, writes `log.jsonl` and a checkpoint after every epoch
 /// there; `resume` continues from that checkpoint. Returns the trained model on the inference
@@ -659,7 +639,7 @@ pub fn pretrain(
     let tc = cfg.train_config(corpus.groups.len());
     let model_json: serde_json::Value =
         serde_json::from_str(&c.to_json()).map_err(|e| CellPlmError::Config(e.to_string()))?;
-    let mut trainer = start_trainer(model, tc, run_dir, resume, model_json)?;
+    let mut trainer = Trainer::start(model, tc, run_dir, resume, model_json)?;
     let summary = trainer.fit(&corpus.groups, &[], progress)?;
     Ok((trainer.model.valid(), summary))
 }

@@ -199,18 +199,32 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     let device = g.device()?.autodiff();
     sclm_nn::seed_everything(g.seed, &device);
     let allow = a.allow_non_integer || a.log1p_input;
-    let (plm, data_for_model) = match &a.model {
+    let cfg = FinetuneConfig { lr: a.lr, epochs: a.epochs, seed: g.seed, ..Default::default() };
+    let (model, data_for_model) = match &a.model {
         Some(dir) => {
-            let (m, _) = CellPlm::load_dir(dir, &device)?;
-            (m, input.clone())
+            // A pretrained model gets the published fine-tuning model.
+            let (plm, _) = CellPlm::load_dir(dir, &device)?;
+            let (model, left_out) = CellPlmClassifier::for_finetuning(&plm, classes.len(), cfg.dropout)?;
+            if left_out.iter().any(|t| t.starts_with("latent.")) {
+                crate::progress::note(
+                    g.quiet,
+                    format!(
+                        "the pretrained {:?} latent is replaced by a fresh linear one, as in the published pipeline",
+                        plm.config().latent_mod
+                    ),
+                );
+            }
+            (model, input.clone())
         }
         None => {
-            // Fresh small model over the most variable genes (seurat flavour on log-normalised values).
+            // Fresh small model over the most variable genes (seurat flavour on log-normalised
+            // values). Not part of the published method: it keeps its own configuration, with
+            // the dropout before the head only.
             let ln = baselines::log_normalize(&input.x)?;
             let (_, genes) = baselines::pca_embedding(&ln, 2, Some(a.n_top_genes), g.seed)?;
             let sub = input.select_vars(&genes);
             let config = CellPlmConfig::small(sub.var.index.clone());
-            (CellPlm::new(&config, &device)?, sub)
+            (CellPlmClassifier::new(CellPlm::new(&config, &device)?, classes.len(), cfg.dropout), sub)
         }
     };
     let opts = CorpusOptions {
@@ -220,9 +234,8 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
         allow_non_integer: allow,
         ..Default::default()
     };
-    let cfg = FinetuneConfig { lr: a.lr, epochs: a.epochs, seed: g.seed, ..Default::default() };
     let named = vec![(file.clone(), &data_for_model)];
-    let genes = plm.genes().to_vec();
+    let genes = model.plm.genes().to_vec();
     let corpus = Corpus::build(&named, &genes, &opts, &cfg.masking, false, false).with_context(|| file.clone())?;
     crate::progress::note(
         g.quiet,
@@ -244,20 +257,6 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
             .collect()
     };
     let (train, valid) = (mk(&split.train), mk(&split.valid));
-    // A pretrained model gets the published fine-tuning model; a fresh one (not part of the
-    // published method) keeps its own configuration, with the dropout before the head only.
-    let model = if a.model.is_some() {
-        let (model, left_out) = CellPlmClassifier::for_finetuning(&plm, classes.len(), cfg.dropout)?;
-        if left_out.iter().any(|t| t.starts_with("latent.")) {
-            crate::progress::note(
-                g.quiet,
-                format!("the pretrained {:?} latent is replaced by a fresh linear one, as in the published pipeline", plm.config().latent_mod),
-            );
-        }
-        model
-    } else {
-        CellPlmClassifier::new(plm, classes.len(), cfg.dropout)
-    };
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
     let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;

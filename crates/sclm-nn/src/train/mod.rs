@@ -476,6 +476,23 @@ impl<M: Trainable> Trainer<M> {
         })
     }
 
+    /// A trainer for a new run (in `run_dir` when given) or, with `resume`, one continuing the
+    /// run in `run_dir` ([`Trainer::resume_run`]). Resuming without a run directory is an error.
+    pub fn start(
+        model: M,
+        config: TrainConfig,
+        run_dir: Option<&Path>,
+        resume: bool,
+        model_config: serde_json::Value,
+    ) -> Result<Self, NnError> {
+        match (run_dir, resume) {
+            (Some(dir), true) => Self::resume_run(model, config, dir, model_config),
+            (Some(dir), false) => Self::new(model, config).with_run_dir(dir, model_config),
+            (None, true) => Err(NnError::Config("resuming needs a run directory".into())),
+            (None, false) => Ok(Self::new(model, config)),
+        }
+    }
+
     /// Continues the run in `dir` (see [`Trainer::with_run_dir`]) from its last checkpoint:
     /// weights, optimiser and training state from `dir/checkpoint`, the best model so far from
     /// `dir/best` (so early stopping and model selection carry on), and the log with the
