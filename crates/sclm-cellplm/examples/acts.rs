@@ -31,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p.push(idx.len());
     }
     let counts = CsrRows::new(model.genes().len(), &p, &idx, &val)?;
-    let out = model.forward(&sclm_cellplm::GroupInput { counts, coords: None, covariates: Default::default() }, true)?;
+    let out =
+        model.forward(&sclm_cellplm::GroupInput { counts, coords: None, covariates: Default::default() }, true)?;
     for (name, t) in &out.activations {
         let [r, c] = t.dims();
         let v = sclm_cellplm::model::to_vec(t.clone());

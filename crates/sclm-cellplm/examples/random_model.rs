@@ -9,7 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(genes), Some(out)) = (args.get(1), args.get(2)) else {
         return Err("usage: random_model GENES_TXT OUT_DIR".into());
     };
-    let genes: Vec<String> = std::fs::read_to_string(genes)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+    let genes: Vec<String> =
+        std::fs::read_to_string(genes)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
     let config = sclm_cellplm::CellPlmConfig::small(genes);
     let mut model = sclm_cellplm::CellPlm::new(&config, &sclm_nn::cpu_device())?;
     model.save_dir(out)?;

@@ -70,7 +70,10 @@ impl CellPlmClassifier {
         let fresh = CellPlm::new(&config, &device)?;
         let (backbone, report) = sclm_nn::train::copy_weights(plm, fresh);
         if !report.errors.is_empty() {
-            return Err(CellPlmError::Config(format!("copying the pretrained weights failed: {}", report.errors.join("; "))));
+            return Err(CellPlmError::Config(format!(
+                "copying the pretrained weights failed: {}",
+                report.errors.join("; ")
+            )));
         }
         let kept_latent = plm.config().latent_mod == crate::LatentKind::Ae;
         let expected_missing = |p: &String| !kept_latent && p.starts_with("latent.");
@@ -255,13 +258,18 @@ impl CellPlmClassifier {
     pub fn save_dir(&mut self, dir: impl AsRef<Path>, classes: &[String], pre: &crate::Preprocessing) -> Result<()> {
         let dir = dir.as_ref();
         if classes.len() != self.head.weight.dims()[1] {
-            return Err(CellPlmError::Input(format!("{} class names for a head of {}", classes.len(), self.head.weight.dims()[1])));
+            return Err(CellPlmError::Input(format!(
+                "{} class names for a head of {}",
+                classes.len(),
+                self.head.weight.dims()[1]
+            )));
         }
         std::fs::create_dir_all(dir).map_err(|e| CellPlmError::io(dir, e))?;
         self.plm.save_dir_with(dir.join("plm"), pre)?;
         sclm_nn::train::save_model(self, &dir.join("classifier.safetensors"))?;
         let p = dir.join("classes.json");
-        std::fs::write(&p, serde_json::to_string_pretty(classes).expect("serialises")).map_err(|e| CellPlmError::io(&p, e))
+        std::fs::write(&p, serde_json::to_string_pretty(classes).expect("serialises"))
+            .map_err(|e| CellPlmError::io(&p, e))
     }
 
     /// Loads a directory written by [`CellPlmClassifier::save_dir`]: the classifier, its class
@@ -271,8 +279,8 @@ impl CellPlmClassifier {
         let (plm, pre) = CellPlm::load_dir(dir.join("plm"), device)?;
         let p = dir.join("classes.json");
         let text = std::fs::read_to_string(&p).map_err(|e| CellPlmError::io(&p, e))?;
-        let classes: Vec<String> =
-            serde_json::from_str(&text).map_err(|e| CellPlmError::Json { path: p.display().to_string(), message: e.to_string() })?;
+        let classes: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| CellPlmError::Json { path: p.display().to_string(), message: e.to_string() })?;
         let model = CellPlmClassifier::new(plm, classes.len(), 0.0);
         let w = dir.join("classifier.safetensors");
         let (model, report) = sclm_nn::train::load_model(model, &w)?;

@@ -68,7 +68,12 @@ pub fn resolve_layer(model: &CellPlm, layer: Option<usize>) -> Result<usize> {
 /// # Shapes
 /// - `counts`: `n × genes`; `coords`: `n` pairs
 /// - output: `[1, n, enc_hid]`
-pub fn layer_input(model: &CellPlm, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, layer: usize) -> Result<Tensor<3>> {
+pub fn layer_input(
+    model: &CellPlm,
+    counts: &CsrRows<'_>,
+    coords: Option<&[[f32; 2]]>,
+    layer: usize,
+) -> Result<Tensor<3>> {
     if counts.n_cols != model.genes().len() {
         return Err(CellPlmError::Input(format!(
             "counts have {} genes, the model vocabulary has {}",
@@ -94,7 +99,12 @@ pub fn layer_input(model: &CellPlm, counts: &CsrRows<'_>, coords: Option<&[[f32;
 ///
 /// # Shapes
 /// - `counts`: `n × genes` → `[heads, n, n]`
-pub fn head_weights(model: &CellPlm, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, layer: usize) -> Result<Tensor<3>> {
+pub fn head_weights(
+    model: &CellPlm,
+    counts: &CsrRows<'_>,
+    coords: Option<&[[f32; 2]]>,
+    layer: usize,
+) -> Result<Tensor<3>> {
     let x = layer_input(model, counts, coords, layer)?;
     let w = model.encoder[layer].attention_weights(x, None);
     let [_, h, n, m] = w.dims();
@@ -205,7 +215,8 @@ impl AttentionGraph {
     pub fn finish(self) -> CsrMatrix {
         let n = self.rows.len();
         let nnz = self.rows.iter().map(|r| r.len()).sum();
-        let (mut indptr, mut indices, mut data) = (Vec::with_capacity(n + 1), Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+        let (mut indptr, mut indices, mut data) =
+            (Vec::with_capacity(n + 1), Vec::with_capacity(nnz), Vec::with_capacity(nnz));
         indptr.push(0);
         for r in self.rows {
             indices.extend(r.iter().map(|e| e.0));
@@ -275,10 +286,13 @@ mod tests {
     fn layer_input_matches_the_forward_pass() {
         let model = tiny_model(3);
         let x = counts(9);
-        let out = model.forward(&crate::GroupInput { counts: rows(&x), coords: None, covariates: Default::default() }, false).unwrap();
+        let out = model
+            .forward(&crate::GroupInput { counts: rows(&x), coords: None, covariates: Default::default() }, false)
+            .unwrap();
         for layer in 0..3 {
             let h = to_vec(layer_input(&model, &rows(&x), None, layer).unwrap());
-            let name = if layer == 0 { "embedder.out".to_string() } else { format!("encoder.layers.{}.out", layer - 1) };
+            let name =
+                if layer == 0 { "embedder.out".to_string() } else { format!("encoder.layers.{}.out", layer - 1) };
             let want = to_vec(out.activation(&name).unwrap().clone());
             assert!(max_abs(&h, &want) < 1e-5, "layer {layer}");
         }
@@ -363,6 +377,9 @@ mod tests {
             assert_eq!(gv, lv);
         }
         let bad = AttentionOptions { layer: Some(5), ..Default::default() };
-        assert!(attention_graph(&model, &x, None, None, &mapping, &opts, &bad, &mut |_| {}).unwrap_err().to_string().contains("layer 5"));
+        assert!(attention_graph(&model, &x, None, None, &mapping, &opts, &bad, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("layer 5"));
     }
 }

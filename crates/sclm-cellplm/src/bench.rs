@@ -41,7 +41,12 @@ pub struct BenchResult {
 /// counts 1–5, seed 0) with a randomly initialised model of `config` on the CPU device: best
 /// of 3 passes of [`CellPlm::inference`]'s path, and with `compare_engine` also best of 3
 /// passes of the burn path and the largest difference between their outputs.
-pub fn bench_embed(n_cells: usize, nnz_per_cell: usize, config: &CellPlmConfig, compare_engine: bool) -> Result<BenchResult> {
+pub fn bench_embed(
+    n_cells: usize,
+    nnz_per_cell: usize,
+    config: &CellPlmConfig,
+    compare_engine: bool,
+) -> Result<BenchResult> {
     let g = config.n_genes();
     if n_cells == 0 || nnz_per_cell == 0 || nnz_per_cell > g {
         return Err(CellPlmError::Input(format!(

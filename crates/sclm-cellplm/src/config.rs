@@ -218,8 +218,8 @@ impl CellPlmConfig {
 
     /// Parses a config from JSON text (published format; unknown keys ignored) and validates it.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let c: CellPlmConfig =
-            serde_json::from_str(text).map_err(|e| CellPlmError::Json { path: "<string>".into(), message: e.to_string() })?;
+        let c: CellPlmConfig = serde_json::from_str(text)
+            .map_err(|e| CellPlmError::Json { path: "<string>".into(), message: e.to_string() })?;
         c.validate()?;
         Ok(c)
     }
@@ -252,7 +252,11 @@ impl CellPlmConfig {
             return err("gene_list is empty".into());
         }
         if self.out_dim != self.gene_list.len() {
-            return err(format!("out_dim {} differs from the {} genes of gene_list", self.out_dim, self.gene_list.len()));
+            return err(format!(
+                "out_dim {} differs from the {} genes of gene_list",
+                self.out_dim,
+                self.gene_list.len()
+            ));
         }
         if self.enc_hid == 0 || self.enc_head == 0 || !self.enc_hid.is_multiple_of(self.enc_head) {
             return err(format!("enc_hid {} must be a positive multiple of enc_head {}", self.enc_hid, self.enc_head));

@@ -561,7 +561,13 @@ mod tests {
         GeneMapping::new((0..12).map(|v| if (1..11).contains(&v) { Some(v - 1) } else { None }).collect(), 10).unwrap()
     }
 
-    fn streamed(model: &CellPlm, x: &CsrMatrix, groups: Option<&[String]>, opts: &EmbedOptions, stream: &StreamOptions) -> (Dense<f32>, Vec<(usize, usize)>) {
+    fn streamed(
+        model: &CellPlm,
+        x: &CsrMatrix,
+        groups: Option<&[String]>,
+        opts: &EmbedOptions,
+        stream: &StreamOptions,
+    ) -> (Dense<f32>, Vec<(usize, usize)>) {
         let mut reads = Vec::new();
         let cells = CellLabels { n_obs: x.nrows, groups, coords: None };
         let mut read = |a: usize, b: usize| -> std::result::Result<CsrMatrix, CellPlmError> {
@@ -582,7 +588,9 @@ mod tests {
         // Contiguous groups, interleaved groups, and one group larger than max_cells.
         let contiguous: Vec<String> = (0..23).map(|r| if r < 9 { "a".into() } else { "b".into() }).collect();
         let interleaved: Vec<String> = (0..23).map(|r| ["x", "y", "z"][r % 3].to_string()).collect();
-        for (groups, max_cells) in [(Some(&contiguous), 100), (Some(&interleaved), 100), (None, 5), (Some(&interleaved), 3)] {
+        for (groups, max_cells) in
+            [(Some(&contiguous), 100), (Some(&interleaved), 100), (None, 5), (Some(&interleaved), 3)]
+        {
             let opts = EmbedOptions { max_cells_per_forward: max_cells, ..Default::default() };
             let g = groups.map(|g| g.as_slice());
             let expected = embed_chunk(&model, &x, g, None, &m, &opts, &mut |_| {}).unwrap();
@@ -625,13 +633,25 @@ mod tests {
         let mut failing = |a: usize, _b: usize| -> std::result::Result<CsrMatrix, CellPlmError> {
             Err(CellPlmError::Input(format!("disk gone at row {a}")))
         };
-        let e = embed_streaming(&model, &cells, &mapping(), &EmbedOptions::default(), &StreamOptions::default(), &mut failing, &mut |_| {});
+        let e = embed_streaming(
+            &model,
+            &cells,
+            &mapping(),
+            &EmbedOptions::default(),
+            &StreamOptions::default(),
+            &mut failing,
+            &mut |_| {},
+        );
         assert!(e.unwrap_err().to_string().contains("disk gone at row 0"));
         let mut frac = x.clone();
         frac.data[frac.indptr[4]] = 0.5;
-        let mut read = |a: usize, b: usize| -> std::result::Result<CsrMatrix, CellPlmError> { Ok(frac.select_rows(&(a..b).collect::<Vec<_>>())) };
+        let mut read = |a: usize, b: usize| -> std::result::Result<CsrMatrix, CellPlmError> {
+            Ok(frac.select_rows(&(a..b).collect::<Vec<_>>()))
+        };
         let stream = StreamOptions { chunk_rows: 2, ..Default::default() };
-        let e = embed_streaming(&model, &cells, &mapping(), &EmbedOptions::default(), &stream, &mut read, &mut |_| {}).unwrap_err().to_string();
+        let e = embed_streaming(&model, &cells, &mapping(), &EmbedOptions::default(), &stream, &mut read, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cell 4"), "{e}");
     }
 }

@@ -23,13 +23,13 @@ pub mod perturb;
 pub mod pretrain;
 pub mod weights;
 
-pub use config::{CellPlmConfig, DecoderKind, LatentKind, NormChoice};
 pub use bench::{bench_embed, BenchResult};
+pub use config::{CellPlmConfig, DecoderKind, LatentKind, NormChoice};
 pub use embed::{embed, embed_chunk, EmbedOptions, GeneMapping};
 pub use error::{CellPlmError, Result};
 pub use inference::CellPlmInference;
-pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig, PretrainConfig, TrainGroup};
 pub use model::{nb_loss, CellPlm, Covariates, DecoderOutput, GroupInput, GroupOutput};
+pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig, PretrainConfig, TrainGroup};
 pub use sclm_weights::LoadReport;
 pub use weights::Preprocessing;
 

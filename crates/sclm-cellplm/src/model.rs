@@ -99,9 +99,7 @@ impl Embedder {
     fn new(c: &CellPlmConfig, device: &Device) -> Self {
         let d = c.enc_hid;
         Embedder {
-            feat_enc: GeneEmbeddingBagConfig::new(c.n_genes(), d)
-                .with_transform(ValueTransform::Log1p)
-                .init(device),
+            feat_enc: GeneEmbeddingBagConfig::new(c.n_genes(), d).with_transform(ValueTransform::Log1p).init(device),
             linear: LinearConfig::new(d, d).init(device),
             norm: norm_kind(c.norm).init(d, NORM_EPS, device),
             missing_pe: c
@@ -167,7 +165,12 @@ impl Embedder {
     /// # Shapes
     /// - `markers.0`: `n` entries (vocabulary index or none)
     /// - output: `[n, enc_hid]`
-    pub fn forward_marked(&self, x: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, markers: Option<(&[Option<u32>], f32)>) -> Result<Tensor<2>> {
+    pub fn forward_marked(
+        &self,
+        x: &CsrRows<'_>,
+        coords: Option<&[[f32; 2]]>,
+        markers: Option<(&[Option<u32>], f32)>,
+    ) -> Result<Tensor<2>> {
         let scaled: Vec<f32>;
         let x = match self.normalize_total {
             None => *x,
@@ -471,7 +474,9 @@ impl CovariateEmbedding {
                     return Err(CellPlmError::Input(format!("{} {what} ids for {n} cells", ids.len())));
                 }
                 if let Some(bad) = ids.iter().flatten().find(|&&i| i >= entries) {
-                    return Err(CellPlmError::Input(format!("{what} id {bad} out of range (table has {entries} rows)")));
+                    return Err(CellPlmError::Input(format!(
+                        "{what} id {bad} out of range (table has {entries} rows)"
+                    )));
                 }
                 let ext = Tensor::cat(vec![table, sum_row], 0);
                 let idx = ids.iter().map(|i| i.unwrap_or(entries) as i64).collect();
@@ -766,7 +771,12 @@ impl CellPlm {
         Ok(())
     }
 
-    fn encode(&self, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>, acts: Option<&mut Vec<(String, Tensor<2>)>>) -> Result<Tensor<2>> {
+    fn encode(
+        &self,
+        counts: &CsrRows<'_>,
+        coords: Option<&[[f32; 2]]>,
+        acts: Option<&mut Vec<(String, Tensor<2>)>>,
+    ) -> Result<Tensor<2>> {
         self.encode_marked(counts, coords, None, acts)
     }
 

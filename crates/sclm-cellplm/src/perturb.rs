@@ -52,7 +52,8 @@ impl Trainable for PerturbationModel {
     type Batch = PerturbationBatch;
 
     fn loss(&self, b: &PerturbationBatch) -> LossOutput {
-        let counts = CsrRows::new(b.input.n_genes, &b.input.indptr, &b.input.indices, &b.input.data).expect("validated batch");
+        let counts =
+            CsrRows::new(b.input.n_genes, &b.input.indptr, &b.input.indices, &b.input.data).expect("validated batch");
         let pred = self
             .plm
             .decode_marked(&counts, b.input.coords.as_deref(), (&b.markers, MARKER_VALUE), false)
@@ -142,7 +143,13 @@ pub fn pairing_batches(
 }
 
 /// Mean predicted profile of the control cells under a perturbation of `gene`.
-pub fn predict_mean(model: &PerturbationModel, all: &TrainGroup, controls: &[usize], gene: Option<u32>, chunk: usize) -> Result<Vec<f32>> {
+pub fn predict_mean(
+    model: &PerturbationModel,
+    all: &TrainGroup,
+    controls: &[usize],
+    gene: Option<u32>,
+    chunk: usize,
+) -> Result<Vec<f32>> {
     let g = all.n_genes;
     let mut sum = vec![0f64; g];
     for part in controls.chunks(chunk.max(1)) {
@@ -171,7 +178,10 @@ impl PerturbationModel {
             crate::model::DecoderHead::Mlp(lin) => {
                 let [i, o] = lin.weight.dims();
                 lin.weight = burn::module::Param::from_tensor(Tensor::zeros([i, o], &device));
-                lin.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(profile.to_vec(), [g]), &device)));
+                lin.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(profile.to_vec(), [g]),
+                    &device,
+                )));
                 Ok(self)
             }
             _ => Err(CellPlmError::Config("perturbation prediction needs the mlp decoder".into())),

@@ -31,7 +31,8 @@ use sclm_nn::burn::prelude::*;
 use sclm_nn::burn::tensor::{Distribution, TensorData};
 use sclm_nn::embedding::CsrRows;
 use sclm_nn::train::{
-    DecayKind, FitSummary, LossOutput, OptimizerConfig, ParamGroupConfig, Progress, ScheduleConfig, TrainConfig, Trainable, Trainer,
+    DecayKind, FitSummary, LossOutput, OptimizerConfig, ParamGroupConfig, Progress, ScheduleConfig, TrainConfig,
+    Trainable, Trainer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +59,13 @@ pub struct MaskConfig {
 
 impl Default for MaskConfig {
     fn default() -> Self {
-        MaskConfig { mask_node_rate: 0.75, mask_feature_rate: 0.25, drop_node_rate: 0.3, max_cells: 4000, mask_beta: true }
+        MaskConfig {
+            mask_node_rate: 0.75,
+            mask_feature_rate: 0.25,
+            drop_node_rate: 0.3,
+            max_cells: 4000,
+            mask_beta: true,
+        }
     }
 }
 
@@ -233,7 +240,10 @@ impl CellPlm {
         let (mean, disp) = if full {
             (dec.mean, disp)
         } else {
-            let sel = Tensor::<1, Int>::from_data(TensorData::new(panel.iter().map(|&v| v as i64).collect::<Vec<_>>(), [p]), &device);
+            let sel = Tensor::<1, Int>::from_data(
+                TensorData::new(panel.iter().map(|&v| v as i64).collect::<Vec<_>>(), [p]),
+                &device,
+            );
             (dec.mean.select(1, sel.clone()), disp.select(1, sel))
         };
         let nb = nb_loss(truth, mean, disp);
@@ -311,7 +321,8 @@ impl CellPlm {
         let device = self.device();
         if let crate::model::DecoderHead::Nb(head) = &mut self.decoder.head {
             let bias: Vec<f32> = frac.iter().map(|&p| (p + 1e-6).ln() as f32).collect();
-            head.dec_mean.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(bias, [g]), &device)));
+            head.dec_mean.bias =
+                Some(burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(bias, [g]), &device)));
             let disp: Vec<f32> = theta.iter().map(|&t| t.ln() as f32).collect();
             head.dec_disp = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(disp, [g]), &device));
         }
@@ -466,7 +477,10 @@ impl Corpus {
                 Some(k) if a.obsm.contains_key(k) => {
                     let s = a.obsm[k].to_f32();
                     if s.ncols < 2 {
-                        return Err(CellPlmError::Input(format!("{name}: obsm['{k}'] has {} columns, expected 2", s.ncols)));
+                        return Err(CellPlmError::Input(format!(
+                            "{name}: obsm['{k}'] has {} columns, expected 2",
+                            s.ncols
+                        )));
                     }
                     Some((0..s.nrows).map(|r| [s.get(r, 0), s.get(r, 1)]).collect::<Vec<_>>())
                 }
@@ -627,12 +641,18 @@ pub fn pretrain(
     for g in &corpus.groups {
         if let Some(b) = &g.batch {
             if let Some(bad) = b.iter().flatten().find(|&&i| i >= c.batch_num) {
-                return Err(CellPlmError::Input(format!("batch id {bad} but the model's batch table has {} rows", c.batch_num)));
+                return Err(CellPlmError::Input(format!(
+                    "batch id {bad} but the model's batch table has {} rows",
+                    c.batch_num
+                )));
             }
         }
         if let Some(d) = g.dataset {
             if d >= c.dataset_num {
-                return Err(CellPlmError::Input(format!("dataset id {d} but the model's dataset table has {} rows", c.dataset_num)));
+                return Err(CellPlmError::Input(format!(
+                    "dataset id {d} but the model's dataset table has {} rows",
+                    c.dataset_num
+                )));
             }
         }
     }
@@ -650,7 +670,12 @@ pub fn labels_for(corpus: &Corpus, labels: &[Option<usize>], rows: &[usize]) -> 
     corpus
         .groups
         .iter()
-        .map(|g| g.cells.iter().map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None }).collect())
+        .map(|g| {
+            g.cells
+                .iter()
+                .map(|&r| if rows.binary_search(&r).is_ok() { labels.get(r).copied().flatten() } else { None })
+                .collect()
+        })
         .collect()
 }
 
@@ -742,7 +767,13 @@ mod tests {
     #[test]
     fn masking_follows_the_rates() {
         let g = group(400, 200);
-        let m = MaskConfig { drop_node_rate: 0.3, mask_node_rate: 0.75, mask_feature_rate: 0.25, max_cells: 250, mask_beta: true };
+        let m = MaskConfig {
+            drop_node_rate: 0.3,
+            mask_node_rate: 0.75,
+            mask_feature_rate: 0.25,
+            max_cells: 250,
+            mask_beta: true,
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mg = mask_group(&g, &m, &mut rng);
         // 400 · 0.7 = 280, capped at 250.

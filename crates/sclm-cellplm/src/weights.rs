@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use sclm_nn::burn;
 use sclm_nn::attention::Attention;
+use sclm_nn::burn;
 use sclm_nn::encoder::Norm;
 use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,11 @@ impl Slot<'_> {
             Slot::Vec1(p) => p.dims().to_vec(),
             Slot::Mat(p, t) => {
                 let [a, b] = p.dims();
-                if *t { vec![b, a] } else { vec![a, b] }
+                if *t {
+                    vec![b, a]
+                } else {
+                    vec![a, b]
+                }
             }
         }
     }
@@ -57,7 +61,11 @@ impl Slot<'_> {
             Slot::Mat(p, t) => {
                 let [a, b] = p.dims();
                 let v = to_vec(p.val());
-                if *t { transpose(&v, a, b) } else { v }
+                if *t {
+                    transpose(&v, a, b)
+                } else {
+                    v
+                }
             }
         }
     }
@@ -265,10 +273,7 @@ impl CellPlm {
             };
             write("config.json", self.config().to_json())?;
             write("genes.txt", self.genes().join("\n") + "\n")?;
-            write(
-                "preprocessing.json",
-                serde_json::to_string_pretty(pre).expect("serialises"),
-            )?;
+            write("preprocessing.json", serde_json::to_string_pretty(pre).expect("serialises"))?;
             let sd = self.to_state_dict()?;
             let mut meta = HashMap::new();
             meta.insert("format".to_string(), "sclm-cellplm".to_string());

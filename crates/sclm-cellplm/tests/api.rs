@@ -56,7 +56,10 @@ fn save_dir_and_load_dir_round_trip_exactly() {
         model.save_dir(&dir).unwrap();
         // Saving again replaces the directory atomically.
         model.save_dir(&dir).unwrap();
-        let names: Vec<String> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, vec!["model".to_string()]);
         for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
             assert!(dir.join(f).exists(), "{f}");
@@ -83,7 +86,10 @@ fn load_rejects_missing_and_mismatched_tensors() {
     let err = CellPlm::from_state_dict(model.config(), missing, "x.ckpt", &dev).unwrap_err().to_string();
     assert!(err.contains("encoder.layers.1.norm2.bias") && err.contains("x.ckpt"), "{err}");
     let mut wrong = sd.clone();
-    wrong.insert("decoder.out_layer.dec_disp".into(), sclm_weights::TensorData::from_f32(vec![5], vec![0.0; 5]).unwrap());
+    wrong.insert(
+        "decoder.out_layer.dec_disp".into(),
+        sclm_weights::TensorData::from_f32(vec![5], vec![0.0; 5]).unwrap(),
+    );
     let err = CellPlm::from_state_dict(model.config(), wrong, "x.ckpt", &dev).unwrap_err().to_string();
     assert!(err.contains("dec_disp"), "{err}");
     let mut extra = sd;
@@ -161,7 +167,8 @@ fn unknown_covariate_uses_sum_of_rows_and_bad_ids_fail() {
     let sub = x.select_cols(&(2..14).collect::<Vec<_>>());
     let rows = CsrRows::new(12, &sub.indptr, &sub.indices, &sub.data).unwrap();
     let none: Vec<Option<usize>> = vec![None; 10];
-    let all_unknown = GroupInput { counts: rows, coords: None, covariates: Covariates { batch: Some(&none), dataset: None } };
+    let all_unknown =
+        GroupInput { counts: rows, coords: None, covariates: Covariates { batch: Some(&none), dataset: None } };
     let absent = GroupInput { counts: rows, coords: None, covariates: Covariates::default() };
     let h1 = to_vec(model.forward(&all_unknown, true).unwrap().decoder.unwrap().hidden);
     let h2 = to_vec(model.forward(&absent, true).unwrap().decoder.unwrap().hidden);
@@ -272,7 +279,8 @@ fn finetuning_model_follows_the_published_pipeline() {
         // With a linear latent the backbone embeds exactly as the pretrained model (dropout is
         // off outside training).
         if latent == LatentKind::Ae {
-            let (ptr, idx, val) = (vec![0usize, 3, 5, 8], vec![0u32, 4, 9, 2, 11, 1, 5, 7], vec![3f32, 1., 7., 2., 2., 5., 1., 4.]);
+            let (ptr, idx, val) =
+                (vec![0usize, 3, 5, 8], vec![0u32, 4, 9, 2, 11, 1, 5, 7], vec![3f32, 1., 7., 2., 2., 5., 1., 4.]);
             let rows = CsrRows::new(12, &ptr, &idx, &val).unwrap();
             let want = to_vec(plm.embed_group(&rows, None).unwrap());
             assert_eq!(to_vec(clf.plm.embed_group(&rows, None).unwrap()), want);

@@ -99,10 +99,12 @@ fn fast_path_falls_back_where_it_does_not_apply() {
     let b = fast.embed_group(&rows, None).unwrap();
     assert!(max_diff(&a, &b) > 1e-6);
     // A model being trained (gradients on) keeps the burn path too.
-    let train = CellPlm::new(&config(LatentKind::Ae, NormChoice::Groupnorm, false, None), &sclm_nn::train_device()).unwrap();
+    let train =
+        CellPlm::new(&config(LatentKind::Ae, NormChoice::Groupnorm, false, None), &sclm_nn::train_device()).unwrap();
     assert!(!train.inference().is_fast());
     // Input errors are the model's.
-    let model = CellPlm::new(&config(LatentKind::Ae, NormChoice::Groupnorm, false, None), &sclm_nn::cpu_device()).unwrap();
+    let model =
+        CellPlm::new(&config(LatentKind::Ae, NormChoice::Groupnorm, false, None), &sclm_nn::cpu_device()).unwrap();
     let narrow = CsrRows::new(GENES - 1, &[0, 0], &[], &[]).unwrap();
     assert!(model.inference().embed_group(&narrow, None).unwrap_err().to_string().contains("vocabulary"));
 }
@@ -113,7 +115,8 @@ fn fast_path_falls_back_where_it_does_not_apply() {
 fn fast_path_is_deterministic_across_thread_counts() {
     let (p, i, v) = counts();
     let rows = CsrRows::new(GENES, &p, &i, &v).unwrap();
-    let model = CellPlm::new(&config(LatentKind::Ae, NormChoice::Layernorm, false, None), &sclm_nn::cpu_device()).unwrap();
+    let model =
+        CellPlm::new(&config(LatentKind::Ae, NormChoice::Layernorm, false, None), &sclm_nn::cpu_device()).unwrap();
     let fast = model.inference();
     let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
     let one = pool(1).install(|| fast.embed_group(&rows, None).unwrap());

@@ -82,11 +82,13 @@ fn run(name: &str) {
     let dir = fixtures();
     let config = CellPlmConfig::from_json_file(dir.join(format!("cellplm_small_{name}.config.json"))).unwrap();
     let device = sclm_nn::cpu_device();
-    let (model, report) = CellPlm::load_torch(dir.join(format!("cellplm_small_{name}.best.ckpt")), &config, &device).unwrap();
+    let (model, report) =
+        CellPlm::load_torch(dir.join(format!("cellplm_small_{name}.best.ckpt")), &config, &device).unwrap();
     assert!(report.is_complete());
     assert!(report.skipped.iter().any(|k| k == "embedder.norm0.weight"), "{:?}", report.skipped);
     assert!(report.skipped.iter().all(|k| k.starts_with("embedder.norm0.") || k.starts_with("embedder.pe_enc.")));
-    let reference: StateDict = sclm_weights::read_safetensors(dir.join(format!("cellplm_small_{name}.outputs.safetensors"))).unwrap();
+    let reference: StateDict =
+        sclm_weights::read_safetensors(dir.join(format!("cellplm_small_{name}.outputs.safetensors"))).unwrap();
 
     let inp = read_input();
     let n = inp.group.len();
@@ -115,10 +117,13 @@ fn run(name: &str) {
         for (k, t) in &out.latent_terms {
             got.put_group(k, g, to_vec(t.clone())[0]);
         }
-        for (prefix, o) in [("decoder", out), ("decoder_nocov", {
-            let no_cov = GroupInput { counts, coords: None, covariates: Covariates::default() };
-            model.forward(&no_cov, true).unwrap()
-        })] {
+        for (prefix, o) in [
+            ("decoder", out),
+            ("decoder_nocov", {
+                let no_cov = GroupInput { counts, coords: None, covariates: Covariates::default() };
+                model.forward(&no_cov, true).unwrap()
+            }),
+        ] {
             let dec = o.decoder.unwrap();
             got.put_group(&format!("{prefix}.nb_loss"), g, to_vec(model.nb_loss(&counts, &dec).unwrap())[0]);
             got.put_rows(&format!("{prefix}.hidden"), &rows, n, to_vec(dec.hidden));
@@ -169,7 +174,8 @@ fn safetensors_export_loads_the_same_weights() {
     let config = CellPlmConfig::from_json_file(dir.join("cellplm_small_ae.config.json")).unwrap();
     let device = sclm_nn::cpu_device();
     let (mut a, _) = CellPlm::load_torch(dir.join("cellplm_small_ae.best.ckpt"), &config, &device).unwrap();
-    let (mut b, report) = CellPlm::load_torch(dir.join("cellplm_small_ae.state_dict.safetensors"), &config, &device).unwrap();
+    let (mut b, report) =
+        CellPlm::load_torch(dir.join("cellplm_small_ae.state_dict.safetensors"), &config, &device).unwrap();
     assert_eq!(report.loaded.len(), 59);
     assert_eq!(a.to_state_dict().unwrap(), b.to_state_dict().unwrap());
     // A config that does not fit the checkpoint fails with the mismatched names.

@@ -109,7 +109,8 @@ fn different_gene_panels_train_together_and_bad_input_is_named() {
     let mut c = sim(20, 30, 3);
     c.var.index = (0..30).map(|i| format!("Other{i}")).collect();
     let named = vec![("odd".to_string(), &c)];
-    let err = Corpus::build(&named, &genes, &CorpusOptions::default(), &MaskConfig::default(), true, false).unwrap_err();
+    let err =
+        Corpus::build(&named, &genes, &CorpusOptions::default(), &MaskConfig::default(), true, false).unwrap_err();
     assert!(err.to_string().contains("odd") && err.to_string().contains("vocabulary"), "{err}");
     // Normalised values: the cell and gene are named.
     let mut d = sim(20, 80, 4);
@@ -117,6 +118,7 @@ fn different_gene_panels_train_together_and_bad_input_is_named() {
         m.data[0] = 0.5;
     }
     let named = vec![("norm".to_string(), &d)];
-    let err = Corpus::build(&named, &genes, &CorpusOptions::default(), &MaskConfig::default(), true, false).unwrap_err();
+    let err =
+        Corpus::build(&named, &genes, &CorpusOptions::default(), &MaskConfig::default(), true, false).unwrap_err();
     assert!(err.to_string().contains("raw integer counts"), "{err}");
 }

@@ -10,9 +10,8 @@ pub fn bar(len: u64, what: &str, unit: &str, quiet: bool) -> ProgressBar {
         Some(len),
         if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
     );
-    let template = format!(
-        "{{spinner}} {what:<12} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})"
-    );
+    let template =
+        format!("{{spinner}} {what:<12} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})");
     pb.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
     pb.enable_steady_tick(Duration::from_millis(200));
     pb

@@ -63,7 +63,8 @@ fn info_reads_cell_ranger_outputs() {
     let mut seen = 0;
     for entry in walk(&dir) {
         let name = entry.to_string_lossy().to_string();
-        let is_input = name.ends_with(".h5") || entry.join("matrix.mtx").exists() || entry.join("matrix.mtx.gz").exists();
+        let is_input =
+            name.ends_with(".h5") || entry.join("matrix.mtx").exists() || entry.join("matrix.mtx.gz").exists();
         if !is_input {
             continue;
         }
@@ -98,7 +99,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn simulate_info_preprocess_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim.h5ad");
-    let o = sclm(&["--quiet", "--seed", "3", "simulate", "--cells", "600", "--genes", "400", "--spatial", "--chunk-size", "128", "-o", sim.to_str().unwrap()]);
+    let o = sclm(&[
+        "--quiet",
+        "--seed",
+        "3",
+        "simulate",
+        "--cells",
+        "600",
+        "--genes",
+        "400",
+        "--spatial",
+        "--chunk-size",
+        "128",
+        "-o",
+        sim.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = sclm(&["info", sim.to_str().unwrap()]);
     let out = stdout(&o);
@@ -108,7 +123,21 @@ fn simulate_info_preprocess_round_trip() {
 
     // Same seed, different chunk size: identical file contents.
     let sim2 = tmp.path().join("sim2.h5ad");
-    let o = sclm(&["--quiet", "--seed", "3", "simulate", "--cells", "600", "--genes", "400", "--spatial", "--chunk-size", "1000", "-o", sim2.to_str().unwrap()]);
+    let o = sclm(&[
+        "--quiet",
+        "--seed",
+        "3",
+        "simulate",
+        "--cells",
+        "600",
+        "--genes",
+        "400",
+        "--spatial",
+        "--chunk-size",
+        "1000",
+        "-o",
+        sim2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let a = sclm_io::read_h5ad(&sim).unwrap();
     let b = sclm_io::read_h5ad(&sim2).unwrap();
@@ -157,11 +186,25 @@ fn bad_inputs_fail_cleanly() {
     assert_clean_failure(&o, "truncated.h5ad", Some(&out));
 
     // seurat_v3 needs counts; pbmc68k_reduced's X is scaled z-scores.
-    let o = sclm(&["preprocess", shared("pbmc68k_reduced.h5ad").to_str().unwrap(), "-o", out_s, "--steps", "hvg:flavor=seurat_v3:n_top_genes=100"]);
+    let o = sclm(&[
+        "preprocess",
+        shared("pbmc68k_reduced.h5ad").to_str().unwrap(),
+        "-o",
+        out_s,
+        "--steps",
+        "hvg:flavor=seurat_v3:n_top_genes=100",
+    ]);
     assert_clean_failure(&o, "seurat_v3", Some(&out));
 
     // A step that does not exist.
-    let o = sclm(&["preprocess", shared("pbmc68k_reduced.h5ad").to_str().unwrap(), "-o", out_s, "--steps", "log1p,frobnicate"]);
+    let o = sclm(&[
+        "preprocess",
+        shared("pbmc68k_reduced.h5ad").to_str().unwrap(),
+        "-o",
+        out_s,
+        "--steps",
+        "log1p,frobnicate",
+    ]);
     assert_clean_failure(&o, "frobnicate", Some(&out));
 }
 
@@ -172,8 +215,17 @@ fn evaluate_plot_and_baselines_on_real_data() {
     let json = tmp.path().join("m.json");
     let png = tmp.path().join("umap.png");
     let o = sclm(&[
-        "--quiet", "evaluate", pbmc.to_str().unwrap(), "--embedding", "X_pca", "--label-key", "bulk_labels",
-        "--json", json.to_str().unwrap(), "--plot", png.to_str().unwrap(),
+        "--quiet",
+        "evaluate",
+        pbmc.to_str().unwrap(),
+        "--embedding",
+        "X_pca",
+        "--label-key",
+        "bulk_labels",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("ARI"), "{}", stdout(&o));
@@ -186,7 +238,17 @@ fn evaluate_plot_and_baselines_on_real_data() {
 
     // A 2-D basis coloured by a gene.
     let png2 = tmp.path().join("umap_gene.png");
-    let o = sclm(&["--quiet", "plot", pbmc.to_str().unwrap(), "--basis", "X_umap", "--color", "CD79A", "-o", png2.to_str().unwrap()]);
+    let o = sclm(&[
+        "--quiet",
+        "plot",
+        pbmc.to_str().unwrap(),
+        "--basis",
+        "X_umap",
+        "--color",
+        "CD79A",
+        "-o",
+        png2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(png2.exists());
 
@@ -195,11 +257,29 @@ fn evaluate_plot_and_baselines_on_real_data() {
     assert_clean_failure(&o, "bulk_labels", None);
     let o = sclm(&["evaluate", pbmc.to_str().unwrap(), "--embedding", "X_cellplm", "--label-key", "bulk_labels"]);
     assert_clean_failure(&o, "X_umap", None);
-    let o = sclm(&["plot", pbmc.to_str().unwrap(), "--basis", "X_umap", "--color", "NOTAGENE", "-o", png2.to_str().unwrap()]);
+    let o = sclm(&[
+        "plot",
+        pbmc.to_str().unwrap(),
+        "--basis",
+        "X_umap",
+        "--color",
+        "NOTAGENE",
+        "-o",
+        png2.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "NOTAGENE", None);
 
     // Logistic regression on PCA of the (scaled) X.
-    let o = sclm(&["--quiet", "baseline", "logreg", pbmc.to_str().unwrap(), "--label-key", "bulk_labels", "--n-top-genes", "765"]);
+    let o = sclm(&[
+        "--quiet",
+        "baseline",
+        "logreg",
+        pbmc.to_str().unwrap(),
+        "--label-key",
+        "bulk_labels",
+        "--n-top-genes",
+        "765",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("macro_F1"), "{}", stdout(&o));
 }
@@ -211,10 +291,23 @@ fn denoising_baseline_beats_no_denoising_on_simulated_counts() {
     let o = sclm(&["--quiet", "simulate", "--cells", "800", "--genes", "500", "-o", sim.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json = tmp.path().join("d.json");
-    let o = sclm(&["--quiet", "baseline", "knn-denoise", sim.to_str().unwrap(), "--n-comps", "20", "--n-top-genes", "300", "--json", json.to_str().unwrap()]);
+    let o = sclm(&[
+        "--quiet",
+        "baseline",
+        "knn-denoise",
+        sim.to_str().unwrap(),
+        "--n-comps",
+        "20",
+        "--n-top-genes",
+        "300",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let get = |name: &str| v[0]["metrics"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap()["value"].as_f64().unwrap();
+    let get = |name: &str| {
+        v[0]["metrics"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap()["value"].as_f64().unwrap()
+    };
     assert!(get("RMSE") < get("RMSE_no_denoising"), "{v}");
     // Denoising needs counts: log-normalised X is refused with the file named.
     let o = sclm(&["baseline", "knn-denoise", shared("pbmc68k_reduced.h5ad").to_str().unwrap()]);
@@ -247,17 +340,22 @@ fn import_and_embed_cellplm_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     let o = sclm(&[
-        "import", "cellplm",
-        "--config", fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
-        "--ckpt", fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
-        "-o", model.to_str().unwrap(),
+        "import",
+        "cellplm",
+        "--config",
+        fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
+        "--ckpt",
+        fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("loaded"), "{}", stderr(&o));
     for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
         assert!(model.join(f).exists(), "{f} missing");
     }
-    let genes: Vec<String> = std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
+    let genes: Vec<String> =
+        std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
     assert_eq!(genes.len(), 60);
 
     // The dataset has 50 of the 60 vocabulary genes plus two unknown ones, in another order.
@@ -269,7 +367,15 @@ fn import_and_embed_cellplm_checkpoint() {
     let out1 = tmp.path().join("e1.h5ad");
     let out2 = tmp.path().join("e2.h5ad");
     for out in [&out1, &out2] {
-        let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        let o = sclm(&[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stderr(&o).contains("50"), "gene matching report expected: {}", stderr(&o));
     }
@@ -290,12 +396,28 @@ fn import_and_embed_cellplm_checkpoint() {
     let other = tmp.path().join("other.h5ad");
     counts_file(&other, &["Foo".to_string(), "Bar".to_string()], 10, 1.0);
     let out3 = tmp.path().join("e3.h5ad");
-    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap(), "-o", out3.to_str().unwrap()]);
+    let o = sclm(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+        "-o",
+        out3.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "no gene", Some(&out3));
     // Not raw counts: refused.
     let frac = tmp.path().join("frac.h5ad");
     counts_file(&frac, &ds_genes, 10, 0.37);
-    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", frac.to_str().unwrap(), "-o", out3.to_str().unwrap()]);
+    let o = sclm(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        frac.to_str().unwrap(),
+        "-o",
+        out3.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "frac.h5ad", Some(&out3));
 }
 
@@ -309,7 +431,17 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let o = sclm(&["--seed", "3", "simulate", "--cells", "300", "--genes", "120", "-o", sim.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let model = d.join("model");
-    let o = sclm(&["-q", "pretrain", "cellplm", "--data", sim.to_str().unwrap(), "-o", model.to_str().unwrap(), "--epochs", "2"]);
+    let o = sclm(&[
+        "-q",
+        "pretrain",
+        "cellplm",
+        "--data",
+        sim.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
         assert!(model.join(f).exists(), "{f}");
@@ -319,7 +451,16 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let pre = std::fs::read_to_string(model.join("preprocessing.json")).unwrap();
     assert!(pre.contains("sim/Batch1"), "{pre}");
     let emb = d.join("emb.h5ad");
-    let o = sclm(&["-q", "embed", "--model", model.to_str().unwrap(), "--data", sim.to_str().unwrap(), "-o", emb.to_str().unwrap()]);
+    let o = sclm(&[
+        "-q",
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        sim.to_str().unwrap(),
+        "-o",
+        emb.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = sclm(&["evaluate", emb.to_str().unwrap(), "--embedding", "X_cellplm", "--label-key", "cell_type"]);
     assert!(o.status.success() && stdout(&o).contains("ARI"), "{}", stderr(&o));
@@ -328,8 +469,19 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let (ann, resumed, run) = (d.join("ann.h5ad"), d.join("resumed.h5ad"), d.join("ft.run"));
     let finetune = |out: &Path, epochs: &str, extra: &[&str]| {
         let mut args = vec![
-            "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
-            "--model", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--epochs", epochs,
+            "-q",
+            "finetune",
+            "annotation",
+            "--data",
+            sim.to_str().unwrap(),
+            "--label-key",
+            "cell_type",
+            "--model",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--epochs",
+            epochs,
         ];
         args.extend_from_slice(extra);
         sclm(&args)
@@ -347,12 +499,34 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     // own, and `sclm predict` reproduces them.
     let clf = d.join("clf");
     let o = sclm(&[
-        "-q", "finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "cell_type",
-        "--model", model.to_str().unwrap(), "-o", ann.to_str().unwrap(), "--epochs", "3", "--save-model", clf.to_str().unwrap(),
+        "-q",
+        "finetune",
+        "annotation",
+        "--data",
+        sim.to_str().unwrap(),
+        "--label-key",
+        "cell_type",
+        "--model",
+        model.to_str().unwrap(),
+        "-o",
+        ann.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--save-model",
+        clf.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let pred = d.join("pred.h5ad");
-    let o = sclm(&["-q", "predict", "--model", clf.to_str().unwrap(), "--data", sim.to_str().unwrap(), "-o", pred.to_str().unwrap()]);
+    let o = sclm(&[
+        "-q",
+        "predict",
+        "--model",
+        clf.to_str().unwrap(),
+        "--data",
+        sim.to_str().unwrap(),
+        "-o",
+        pred.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let annotated = sclm_io::read_h5ad(&ann).unwrap();
     let predicted = sclm_io::read_h5ad(&pred).unwrap();
@@ -375,7 +549,16 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
 
     // Wrong label key: named, with the available columns.
     let bad = d.join("bad.h5ad");
-    let o = sclm(&["finetune", "annotation", "--data", sim.to_str().unwrap(), "--label-key", "celltype", "-o", bad.to_str().unwrap()]);
+    let o = sclm(&[
+        "finetune",
+        "annotation",
+        "--data",
+        sim.to_str().unwrap(),
+        "--label-key",
+        "celltype",
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "celltype", Some(&bad));
     // Too few cells in a class.
     let few = d.join("few.h5ad");
@@ -383,7 +566,16 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let labels: Vec<String> = (0..a.n_obs()).map(|i| if i < 2 { "rare".into() } else { "common".into() }).collect();
     a.obs.insert("tiny", sclm_data::Column::Str(labels)).unwrap();
     sclm_io::write_h5ad(&a, &few, &Default::default()).unwrap();
-    let o = sclm(&["finetune", "annotation", "--data", few.to_str().unwrap(), "--label-key", "tiny", "-o", bad.to_str().unwrap()]);
+    let o = sclm(&[
+        "finetune",
+        "annotation",
+        "--data",
+        few.to_str().unwrap(),
+        "--label-key",
+        "tiny",
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "'rare'", Some(&bad));
     // Spatial imputation without coordinates.
     let o = sclm(&["finetune", "spatial-imputation", "--data", sim.to_str().unwrap(), "-o", bad.to_str().unwrap()]);
@@ -393,7 +585,15 @@ fn cellplm_pretrain_embed_finetune_and_task_errors() {
     let mut a = sclm_io::read_h5ad(&sim).unwrap();
     a.var.index = (0..a.n_vars()).map(|i| format!("Other{i}")).collect();
     sclm_io::write_h5ad(&a, &other, &Default::default()).unwrap();
-    let o = sclm(&["embed", "--model", model.to_str().unwrap(), "--data", other.to_str().unwrap(), "-o", bad.to_str().unwrap()]);
+    let o = sclm(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "other.h5ad", Some(&bad));
 }
 
@@ -404,13 +604,19 @@ fn embed_streams_h5ad_and_exports_attention() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     let o = sclm(&[
-        "--quiet", "import", "cellplm",
-        "--config", fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
-        "--ckpt", fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
-        "-o", model.to_str().unwrap(),
+        "--quiet",
+        "import",
+        "cellplm",
+        "--config",
+        fx.join("cellplm_small_gmvae.config.json").to_str().unwrap(),
+        "--ckpt",
+        fx.join("cellplm_small_gmvae.best.ckpt").to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let genes: Vec<String> = std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
+    let genes: Vec<String> =
+        std::fs::read_to_string(model.join("genes.txt")).unwrap().lines().map(String::from).collect();
     // 31 cells in three interleaved groups, the counts also in a layer.
     let data = tmp.path().join("data.h5ad");
     counts_file(&data, &genes[5..], 31, 1.0);
@@ -424,7 +630,19 @@ fn embed_streams_h5ad_and_exports_attention() {
     let m = model.to_str().unwrap();
     let d = data.to_str().unwrap();
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec!["embed", "--model", m, "--data", d, "-o", out.to_str().unwrap(), "--attention-obsp", "attn", "--attention-top-k", "4"];
+        let mut args = vec![
+            "embed",
+            "--model",
+            m,
+            "--data",
+            d,
+            "-o",
+            out.to_str().unwrap(),
+            "--attention-obsp",
+            "attn",
+            "--attention-top-k",
+            "4",
+        ];
         args.extend_from_slice(extra);
         let o = sclm(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -454,6 +672,18 @@ fn embed_streams_h5ad_and_exports_attention() {
     let (first, _) = run(&tmp.path().join("first.h5ad"), &["--attention-layer", "0"]);
     assert_ne!(first.obsp["attn"], whole.obsp["attn"]);
     let bad = tmp.path().join("bad.h5ad");
-    let o = sclm(&["embed", "--model", m, "--data", d, "-o", bad.to_str().unwrap(), "--attention-obsp", "a", "--attention-layer", "9"]);
+    let o = sclm(&[
+        "embed",
+        "--model",
+        m,
+        "--data",
+        d,
+        "-o",
+        bad.to_str().unwrap(),
+        "--attention-obsp",
+        "a",
+        "--attention-layer",
+        "9",
+    ]);
     assert_clean_failure(&o, "layer 9", Some(&bad));
 }

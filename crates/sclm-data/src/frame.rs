@@ -70,10 +70,9 @@ impl Column {
             Column::I64(v) => v.iter().map(|x| x.to_string()).collect(),
             Column::I32(v) => v.iter().map(|x| x.to_string()).collect(),
             Column::Bool(v) => v.iter().map(|x| x.to_string()).collect(),
-            Column::Categorical { codes, categories, .. } => codes
-                .iter()
-                .map(|&c| if c < 0 { String::new() } else { categories[c as usize].clone() })
-                .collect(),
+            Column::Categorical { codes, categories, .. } => {
+                codes.iter().map(|&c| if c < 0 { String::new() } else { categories[c as usize].clone() }).collect()
+            }
         }
     }
 
@@ -113,11 +112,9 @@ impl Column {
             Column::I64(v) => Column::I64(pick(v, rows)),
             Column::I32(v) => Column::I32(pick(v, rows)),
             Column::Bool(v) => Column::Bool(pick(v, rows)),
-            Column::Categorical { codes, categories, ordered } => Column::Categorical {
-                codes: pick(codes, rows),
-                categories: categories.clone(),
-                ordered: *ordered,
-            },
+            Column::Categorical { codes, categories, ordered } => {
+                Column::Categorical { codes: pick(codes, rows), categories: categories.clone(), ordered: *ordered }
+            }
         }
     }
 }

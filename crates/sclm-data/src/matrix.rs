@@ -403,17 +403,25 @@ impl Array2 {
     pub fn to_f32(&self) -> Dense<f32> {
         match self {
             Array2::F32(d) => d.clone(),
-            Array2::F64(d) => Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f32).collect() },
-            Array2::I64(d) => Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f32).collect() },
+            Array2::F64(d) => {
+                Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f32).collect() }
+            }
+            Array2::I64(d) => {
+                Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f32).collect() }
+            }
         }
     }
 
     /// Converts to `f64`.
     pub fn to_f64(&self) -> Dense<f64> {
         match self {
-            Array2::F32(d) => Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f64).collect() },
+            Array2::F32(d) => {
+                Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f64).collect() }
+            }
             Array2::F64(d) => d.clone(),
-            Array2::I64(d) => Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f64).collect() },
+            Array2::I64(d) => {
+                Dense { nrows: d.nrows, ncols: d.ncols, data: d.data.iter().map(|&v| v as f64).collect() }
+            }
         }
     }
 

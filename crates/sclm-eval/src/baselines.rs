@@ -29,7 +29,12 @@ pub fn log_normalize(counts: &Matrix) -> Result<Matrix> {
 /// PCA embedding of log-normalised data: the `n_top_genes` most variable genes (scanpy's
 /// `seurat` flavour; all genes when `None` or when there are fewer), then `n_comps`
 /// principal components (clipped to min(cells, genes)). Returns (embedding, genes used).
-pub fn pca_embedding(lognorm: &Matrix, n_comps: usize, n_top_genes: Option<usize>, seed: u64) -> Result<(Dense<f32>, Vec<usize>)> {
+pub fn pca_embedding(
+    lognorm: &Matrix,
+    n_comps: usize,
+    n_top_genes: Option<usize>,
+    seed: u64,
+) -> Result<(Dense<f32>, Vec<usize>)> {
     let (n, g) = lognorm.shape();
     let genes: Vec<usize> = match n_top_genes {
         Some(t) if t < g => {
@@ -245,12 +250,17 @@ impl LogisticRegression {
             }
             let mut var = vec![0f64; d];
             for i in 0..n {
-                var.iter_mut().zip(x.row(i)).zip(&mean).for_each(|((s, &v), m)| *s += (v as f64 - m).powi(2) / n as f64);
+                var.iter_mut()
+                    .zip(x.row(i))
+                    .zip(&mean)
+                    .for_each(|((s, &v), m)| *s += (v as f64 - m).powi(2) / n as f64);
             }
             scale = var.iter().map(|v| if *v > 0.0 { v.sqrt() } else { 1.0 }).collect();
         }
         let xs: Vec<f64> = (0..n)
-            .flat_map(|i| x.row(i).iter().enumerate().map(|(j, &v)| (v as f64 - mean[j]) / scale[j]).collect::<Vec<_>>())
+            .flat_map(|i| {
+                x.row(i).iter().enumerate().map(|(j, &v)| (v as f64 - mean[j]) / scale[j]).collect::<Vec<_>>()
+            })
             .collect();
         let prob = Problem { x: &xs, y: &codes, n, d, k, lambda: 1.0 / (opts.c * n as f64) };
         let (w, iterations, converged) = lbfgs(&prob, vec![0f64; k * d + k], opts.max_iter, opts.tol);
@@ -273,8 +283,10 @@ impl LogisticRegression {
         Ok((0..x.nrows)
             .into_par_iter()
             .flat_map_iter(|i| {
-                let xi: Vec<f64> = x.row(i).iter().enumerate().map(|(j, &v)| (v as f64 - self.mean[j]) / self.scale[j]).collect();
-                let z: Vec<f64> = (0..k).map(|c| self.intercept[c] + dot(&xi, &self.coef[c * d..(c + 1) * d])).collect();
+                let xi: Vec<f64> =
+                    x.row(i).iter().enumerate().map(|(j, &v)| (v as f64 - self.mean[j]) / self.scale[j]).collect();
+                let z: Vec<f64> =
+                    (0..k).map(|c| self.intercept[c] + dot(&xi, &self.coef[c * d..(c + 1) * d])).collect();
                 let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
                 z.into_iter().map(move |v| (v - m).exp() / s)
@@ -297,7 +309,13 @@ impl LogisticRegression {
 
 /// Cell-type annotation baseline: logistic regression trained on `split.train` rows of the
 /// features, scored on `split.test` (accuracy, macro / weighted F1, macro precision / recall).
-pub fn annotation_baseline(features: &Dense<f32>, labels: &[String], split: &Split, method: &str, opts: &LogRegOptions) -> Result<MetricsReport> {
+pub fn annotation_baseline(
+    features: &Dense<f32>,
+    labels: &[String],
+    split: &Split,
+    method: &str,
+    opts: &LogRegOptions,
+) -> Result<MetricsReport> {
     check_len("annotation: labels vs rows", features.nrows, labels.len())?;
     if split.train.is_empty() || split.test.is_empty() {
         return invalid("annotation: the split needs training and test cells");
@@ -388,7 +406,12 @@ pub fn mean_impute(reference_target: &Dense<f32>, n_query: usize) -> Dense<f32> 
 
 /// kNN-regression imputation: each query cell takes the mean target expression of its `k`
 /// nearest reference cells, neighbours found on the shared genes (or any shared features).
-pub fn knn_impute(reference_shared: &Dense<f32>, reference_target: &Dense<f32>, query_shared: &Dense<f32>, k: usize) -> Result<Dense<f32>> {
+pub fn knn_impute(
+    reference_shared: &Dense<f32>,
+    reference_target: &Dense<f32>,
+    query_shared: &Dense<f32>,
+    k: usize,
+) -> Result<Dense<f32>> {
     check_len("kNN imputation: reference target rows", reference_shared.nrows, reference_target.nrows)?;
     let g = knn_query(reference_shared, query_shared, k)?;
     let t = reference_target.ncols;
@@ -427,7 +450,12 @@ impl Default for PcaBaselineOptions {
 
 /// The PCA baseline on log-normalised data: the embedding's evaluation
 /// ([`crate::evaluate_embedding`]) and logistic-regression annotation on a stratified split.
-pub fn pca_baseline(lognorm: &Matrix, labels: &[String], batches: Option<&[String]>, opts: &PcaBaselineOptions) -> Result<(Dense<f32>, Vec<MetricsReport>)> {
+pub fn pca_baseline(
+    lognorm: &Matrix,
+    labels: &[String],
+    batches: Option<&[String]>,
+    opts: &PcaBaselineOptions,
+) -> Result<(Dense<f32>, Vec<MetricsReport>)> {
     check_len("PCA baseline: labels vs cells", lognorm.shape().0, labels.len())?;
     let (emb, genes) = pca_embedding(lognorm, opts.n_comps, opts.n_top_genes, opts.seed)?;
     let method = format!("PCA-{}", emb.ncols);
@@ -435,6 +463,12 @@ pub fn pca_baseline(lognorm: &Matrix, labels: &[String], batches: Option<&[Strin
     let mut e = crate::evaluate_embedding(&emb, labels, batches, &eopts)?;
     e.note("genes_used", genes.len());
     let split = crate::protocols::stratified_split(labels, 0.0, opts.test_frac, opts.seed)?;
-    let a = annotation_baseline(&emb, labels, &split, &format!("{method} + logistic regression"), &LogRegOptions::default())?;
+    let a = annotation_baseline(
+        &emb,
+        labels,
+        &split,
+        &format!("{method} + logistic regression"),
+        &LogRegOptions::default(),
+    )?;
     Ok((emb, vec![e, a]))
 }

@@ -238,10 +238,7 @@ pub fn connected_components(adj: &CsrMatrix) -> Vec<usize> {
 /// neighbour indices refer to reference rows. Ties are broken by the lower index.
 pub fn knn_query(reference: &Dense<f32>, query: &Dense<f32>, k: usize) -> Result<KnnGraph> {
     if reference.ncols != query.ncols {
-        return invalid(format!(
-            "kNN query: reference has {} columns, query {}",
-            reference.ncols, query.ncols
-        ));
+        return invalid(format!("kNN query: reference has {} columns, query {}", reference.ncols, query.ncols));
     }
     if k == 0 || k > reference.nrows {
         return invalid(format!("kNN query: k = {k} but the reference has {} rows", reference.nrows));
@@ -253,7 +250,8 @@ pub fn knn_query(reference: &Dense<f32>, query: &Dense<f32>, k: usize) -> Result
         .into_par_iter()
         .map(|i| {
             let q = query.row(i);
-            let mut d: Vec<(f64, u32)> = (0..reference.nrows).map(|j| (sqdist(q, reference.row(j)), j as u32)).collect();
+            let mut d: Vec<(f64, u32)> =
+                (0..reference.nrows).map(|j| (sqdist(q, reference.row(j)), j as u32)).collect();
             let cmp = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
             if k < d.len() {
                 d.select_nth_unstable_by(k - 1, cmp);

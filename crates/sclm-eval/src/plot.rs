@@ -168,18 +168,30 @@ pub fn scatter_png(coords: &Dense<f32>, color: &ColorBy, title: &str, path: &Pat
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| io_err(path, e))?;
-    let radius = if n <= 2000 { 3 } else if n <= 20000 { 2 } else { 1 };
+    let radius = if n <= 2000 {
+        3
+    } else if n <= 20000 {
+        2
+    } else {
+        1
+    };
     let num = if let ColorBy::Numeric(v) = color { Some(v) } else { None };
     let (nlo, nhi) = num.map_or((0.0, 1.0), |v| {
         let f = v.iter().copied().filter(|x| x.is_finite());
         let lo = f.clone().fold(f64::INFINITY, f64::min);
         let hi = f.fold(f64::NEG_INFINITY, f64::max);
-        if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) }
+        if lo.is_finite() {
+            (lo, hi)
+        } else {
+            (0.0, 1.0)
+        }
     });
     let colour_of = |i: usize| -> RGBColor {
         match color {
             ColorBy::Categorical(_) => category_color(codes[i], cats.len()),
-            ColorBy::Numeric(v) if v[i].is_finite() => viridis(if nhi > nlo { (v[i] - nlo) / (nhi - nlo) } else { 0.5 }),
+            ColorBy::Numeric(v) if v[i].is_finite() => {
+                viridis(if nhi > nlo { (v[i] - nlo) / (nhi - nlo) } else { 0.5 })
+            }
             ColorBy::Numeric(_) => RGBColor(200, 200, 200),
             ColorBy::None => RGBColor(0x1f, 0x77, 0xb4),
         }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_len, invalid, Result};
 use crate::labels::encode;
-use crate::metrics::{RegressionScores, rmse};
+use crate::metrics::{rmse, RegressionScores};
 
 /// Entries removed by [`simulate_dropout`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +267,13 @@ pub struct PerturbationSplit {
 /// `test_frac` of the non-control conditions are test, then `valid_frac` of the remaining
 /// ones validation (as CellPLM's Adamson setting: 25% test, 10% of training for
 /// validation). Cells whose condition equals `control` train.
-pub fn perturbation_split(conditions: &[String], control: &str, test_frac: f64, valid_frac: f64, seed: u64) -> Result<PerturbationSplit> {
+pub fn perturbation_split(
+    conditions: &[String],
+    control: &str,
+    test_frac: f64,
+    valid_frac: f64,
+    seed: u64,
+) -> Result<PerturbationSplit> {
     if !(0.0..1.0).contains(&test_frac) || !(0.0..1.0).contains(&valid_frac) {
         return invalid("perturbation split: fractions must be in [0, 1)");
     }
@@ -337,7 +343,9 @@ pub fn perturbation_rmse(
     }
     let mut out = Vec::new();
     for (c, t) in truth {
-        let p = pred.get(c).ok_or_else(|| crate::EvalError::Invalid(format!("perturbation RMSE: no prediction for '{c}'")))?;
+        let p = pred
+            .get(c)
+            .ok_or_else(|| crate::EvalError::Invalid(format!("perturbation RMSE: no prediction for '{c}'")))?;
         check_len(&format!("perturbation '{c}': predicted genes"), t.len(), p.len())?;
         check_len(&format!("perturbation '{c}': control genes"), t.len(), control_mean.len())?;
         let mut order: Vec<usize> = (0..t.len()).collect();

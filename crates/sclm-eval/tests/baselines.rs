@@ -30,10 +30,20 @@ fn logistic_regression_matches_sklearn() {
     let m = LogisticRegression::fit(&x, &y, &opts).unwrap();
     assert!(m.converged, "{} iterations", m.iterations);
     let p = m.predict_proba(&x).unwrap();
-    let want: Vec<f64> = j["proba"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    let want: Vec<f64> = j["proba"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
     let worst = p.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(worst < 1e-5, "max probability difference {worst}");
-    let coef: Vec<f64> = j["coef"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    let coef: Vec<f64> = j["coef"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
     let worst = m.coef.iter().zip(&coef).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(worst < 1e-4, "max coefficient difference {worst}");
     assert!(LogisticRegression::fit(&x, &vec!["a".to_string(); 90], &opts).is_err());

@@ -50,7 +50,8 @@ fn leiden_is_deterministic_and_resolution_matters() {
     assert!(coarse.n_communities < a.n_communities || a.n_communities == 1);
     assert!(fine.n_communities > a.n_communities, "{} vs {}", fine.n_communities, a.n_communities);
     // Communities are numbered by decreasing size.
-    let sizes: Vec<usize> = (0..fine.n_communities).map(|c| fine.membership.iter().filter(|&&m| m == c).count()).collect();
+    let sizes: Vec<usize> =
+        (0..fine.n_communities).map(|c| fine.membership.iter().filter(|&&m| m == c).count()).collect();
     assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
 }
 
@@ -83,10 +84,13 @@ fn leiden_modularity_at_least_leidenalg() {
 fn kmeans_separates_blobs() {
     let mut rng = StdRng::seed_from_u64(1);
     let truth: Vec<usize> = (0..300).map(|i| i % 3).collect();
-    let data: Vec<f32> = truth.iter().flat_map(|&t| {
-        let c = [0.0f32, 6.0, 12.0][t];
-        (0..4).map(|_| c + rng.random::<f32>() - 0.5).collect::<Vec<_>>()
-    }).collect();
+    let data: Vec<f32> = truth
+        .iter()
+        .flat_map(|&t| {
+            let c = [0.0f32, 6.0, 12.0][t];
+            (0..4).map(|_| c + rng.random::<f32>() - 0.5).collect::<Vec<_>>()
+        })
+        .collect();
     let x = Dense::from_vec(300, 4, data).unwrap();
     let km = kmeans(&x, 3, &KMeansOptions::default()).unwrap();
     assert_eq!(adjusted_rand_index(&truth, &km.labels).unwrap(), 1.0);

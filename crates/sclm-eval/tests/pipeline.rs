@@ -43,7 +43,18 @@ fn evaluate_embedding_scores_mixed_batches_above_separated_ones() {
     let (y, l2, b2) = blobs(4, 2, 40, 12.0, 1);
     let split = evaluate_embedding(&y, &l2, Some(&b2), &opts).unwrap();
     for r in [&mixed, &split] {
-        for m in ["ARI", "NMI", "ASW_label", "ASW_batch", "graph_connectivity", "Avg_bio", "S_final", "kNN_accuracy", "cLISI", "iLISI"] {
+        for m in [
+            "ARI",
+            "NMI",
+            "ASW_label",
+            "ASW_batch",
+            "graph_connectivity",
+            "Avg_bio",
+            "S_final",
+            "kNN_accuracy",
+            "cLISI",
+            "iLISI",
+        ] {
             let v = r.get(m).unwrap_or_else(|| panic!("missing {m}: {}", r.to_table()));
             assert!((0.0..=1.0 + 1e-12).contains(&v), "{m} = {v}");
         }
@@ -212,7 +223,11 @@ fn perturbation_split_keeps_test_perturbations_unseen() {
     let conds: Vec<String> = (0..800)
         .map(|_| {
             let k = rng.random_range(0..21);
-            if k == 0 { "ctrl".to_string() } else { format!("G{k}+ctrl") }
+            if k == 0 {
+                "ctrl".to_string()
+            } else {
+                format!("G{k}+ctrl")
+            }
         })
         .collect();
     let s = perturbation_split(&conds, "ctrl", 0.25, 0.1, 0).unwrap();

@@ -14,12 +14,19 @@ fn pbmc68k_reduced_baselines() {
     let labels = adata.obs_column("bulk_labels").unwrap().to_labels();
     // Stored X_pca (scanpy's, on the scaled data).
     let stored = adata.obsm_get("X_pca").unwrap().to_f32();
-    let r = evaluate_embedding(&stored, &labels, None, &EvaluateOptions { method: "stored X_pca".into(), ..Default::default() }).unwrap();
+    let r = evaluate_embedding(
+        &stored,
+        &labels,
+        None,
+        &EvaluateOptions { method: "stored X_pca".into(), ..Default::default() },
+    )
+    .unwrap();
     println!("{}", r.to_table());
     // Our PCA of the log-normalised raw matrix (765 genes: all kept).
     let raw = &adata.raw.as_ref().expect("raw").x;
     for n_comps in [50, 512] {
-        let (_, reps) = pca_baseline(raw, &labels, None, &PcaBaselineOptions { n_comps, ..Default::default() }).unwrap();
+        let (_, reps) =
+            pca_baseline(raw, &labels, None, &PcaBaselineOptions { n_comps, ..Default::default() }).unwrap();
         for rep in &reps {
             println!("{}", rep.to_table());
         }

@@ -35,7 +35,14 @@ fn synth(dense: bool) -> AnnData {
     a.var.index = (0..g).map(|j| format!("gene{j}")).collect();
     let cats = ["a", "b", "c"];
     a.obs.columns = vec![
-        ("group".into(), Column::Categorical { codes: (0..n).map(|i| if i == 4 { -1 } else { (i % 3) as i32 }).collect(), categories: cats.iter().map(|s| s.to_string()).collect(), ordered: false }),
+        (
+            "group".into(),
+            Column::Categorical {
+                codes: (0..n).map(|i| if i == 4 { -1 } else { (i % 3) as i32 }).collect(),
+                categories: cats.iter().map(|s| s.to_string()).collect(),
+                ordered: false,
+            },
+        ),
         ("score".into(), Column::F64((0..n).map(|i| i as f64 * 0.25).collect())),
         ("flag".into(), Column::Bool((0..n).map(|i| i % 2 == 0).collect())),
         ("count".into(), Column::I64((0..n).map(|i| (i * i) as i64).collect())),
@@ -44,8 +51,14 @@ fn synth(dense: bool) -> AnnData {
         ("name".into(), Column::Str((0..n).map(|i| format!("n{}", i % 5)).collect())),
     ];
     a.var.columns = vec![("gene_ids".into(), Column::Str((0..g).map(|j| format!("ENSG{j:05}")).collect()))];
-    a.obsm.insert("X_emb".into(), Array2::F32(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as f32 * 0.5).collect() }));
-    a.obsm.insert("spatial".into(), Array2::I64(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as i64).collect() }));
+    a.obsm.insert(
+        "X_emb".into(),
+        Array2::F32(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as f32 * 0.5).collect() }),
+    );
+    a.obsm.insert(
+        "spatial".into(),
+        Array2::I64(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as i64).collect() }),
+    );
     a.layers.insert("counts".into(), Matrix::Csr(CsrMatrix::from_dense(&d)));
     let mut inner = BTreeMap::new();
     inner.insert("n".into(), Value::I64(3));
@@ -59,8 +72,11 @@ fn synth(dense: bool) -> AnnData {
 
 fn run(args: &[String]) -> Result<(), String> {
     let cmd = args.first().map(|s| s.as_str()).unwrap_or("");
-    let opts = WriteOptions { compression: flag(args, "--gzip").map(|s| s.parse().map_err(|_| format!("bad --gzip '{s}'"))).transpose()? };
-    let chunk: usize = flag(args, "--chunk").map(|s| s.parse().map_err(|_| format!("bad --chunk '{s}'"))).transpose()?.unwrap_or(10);
+    let opts = WriteOptions {
+        compression: flag(args, "--gzip").map(|s| s.parse().map_err(|_| format!("bad --gzip '{s}'"))).transpose()?,
+    };
+    let chunk: usize =
+        flag(args, "--chunk").map(|s| s.parse().map_err(|_| format!("bad --chunk '{s}'"))).transpose()?.unwrap_or(10);
     match (cmd, args.get(1), args.get(2)) {
         ("roundtrip", Some(i), Some(o)) => {
             let (a, _) = read_any(i).map_err(|e| e.to_string())?;
@@ -95,8 +111,11 @@ fn run(args: &[String]) -> Result<(), String> {
             a.var = r.var().clone();
             write_h5ad(&a, o, &opts).map_err(|e| e.to_string())
         }
-        ("synth", Some(o), _) => write_h5ad(&synth(args.iter().any(|a| a == "--dense")), o, &opts).map_err(|e| e.to_string()),
-        _ => Err("usage: interop roundtrip|stream|rows IN OUT [--gzip N] [--chunk ROWS] | interop synth OUT [--dense]".into()),
+        ("synth", Some(o), _) => {
+            write_h5ad(&synth(args.iter().any(|a| a == "--dense")), o, &opts).map_err(|e| e.to_string())
+        }
+        _ => Err("usage: interop roundtrip|stream|rows IN OUT [--gzip N] [--chunk ROWS] | interop synth OUT [--dense]"
+            .into()),
     }
 }
 
@@ -110,4 +129,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -62,7 +62,11 @@ pub(crate) fn fname(p: &Path) -> String {
 }
 
 pub(crate) fn fmt_err(file: &str, key: &str, msg: impl std::fmt::Display) -> IoError {
-    IoError::Format { file: file.to_string(), key: if key.is_empty() { "/".into() } else { key.to_string() }, msg: msg.to_string() }
+    IoError::Format {
+        file: file.to_string(),
+        key: if key.is_empty() { "/".into() } else { key.to_string() },
+        msg: msg.to_string(),
+    }
 }
 
 pub(crate) fn data_err(file: &str, key: &str, e: sclm_data::DataError) -> IoError {
@@ -83,7 +87,10 @@ pub(crate) fn guard<T>(file: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown failure".into());
-            Err(IoError::NotReadable { file: file.to_string(), msg: format!("corrupt or unsupported HDF5 content ({why})") })
+            Err(IoError::NotReadable {
+                file: file.to_string(),
+                msg: format!("corrupt or unsupported HDF5 content ({why})"),
+            })
         }
     }
 }

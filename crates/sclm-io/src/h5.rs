@@ -195,8 +195,16 @@ impl H5 {
 
 fn check_numeric(h: &H5, path: &str, d: &Dataset) -> Result<()> {
     match d.dtype().map_err(|e| h.err(path, e))? {
-        DType::F32 | DType::F64 | DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::U8 | DType::U16
-        | DType::U32 | DType::U64 => Ok(()),
+        DType::F32
+        | DType::F64
+        | DType::I8
+        | DType::I16
+        | DType::I32
+        | DType::I64
+        | DType::U8
+        | DType::U16
+        | DType::U32
+        | DType::U64 => Ok(()),
         other => Err(h.err(path, format!("expected numbers, found {other}"))),
     }
 }
@@ -280,7 +288,9 @@ pub(crate) fn compound_field(raw: &[u8], rec: usize, off: usize, dt: &Datatype) 
         Datatype::FloatingPoint { size: 4, .. } => {
             Some((Values::F32((0..n).map(|i| scalar_f64(at(i, 0), dt).unwrap_or(f64::NAN) as f32).collect()), 1))
         }
-        Datatype::FloatingPoint { .. } => Some((Values::F64((0..n).map(|i| scalar_f64(at(i, 0), dt)).collect::<Option<_>>()?), 1)),
+        Datatype::FloatingPoint { .. } => {
+            Some((Values::F64((0..n).map(|i| scalar_f64(at(i, 0), dt)).collect::<Option<_>>()?), 1))
+        }
         Datatype::FixedPoint { size, .. } => {
             let v: Vec<i64> = (0..n).map(|i| scalar_i64(at(i, 0), dt)).collect::<Option<_>>()?;
             if *size <= 4 {
@@ -309,15 +319,27 @@ fn scalar_i64(b: &[u8], dt: &Datatype) -> Option<i64> {
         Some(match size {
             1 => {
                 let x = le_bytes::<1>(b, byte_order)?;
-                if s { x[0] as i8 as i64 } else { x[0] as i64 }
+                if s {
+                    x[0] as i8 as i64
+                } else {
+                    x[0] as i64
+                }
             }
             2 => {
                 let x = le_bytes::<2>(b, byte_order)?;
-                if s { i16::from_le_bytes(x) as i64 } else { u16::from_le_bytes(x) as i64 }
+                if s {
+                    i16::from_le_bytes(x) as i64
+                } else {
+                    u16::from_le_bytes(x) as i64
+                }
             }
             4 => {
                 let x = le_bytes::<4>(b, byte_order)?;
-                if s { i32::from_le_bytes(x) as i64 } else { u32::from_le_bytes(x) as i64 }
+                if s {
+                    i32::from_le_bytes(x) as i64
+                } else {
+                    u32::from_le_bytes(x) as i64
+                }
             }
             8 => i64::from_le_bytes(le_bytes::<8>(b, byte_order)?),
             _ => return None,
@@ -329,7 +351,9 @@ fn scalar_i64(b: &[u8], dt: &Datatype) -> Option<i64> {
 
 fn scalar_f64(b: &[u8], dt: &Datatype) -> Option<f64> {
     match dt {
-        Datatype::FloatingPoint { size: 4, byte_order, .. } => Some(f32::from_le_bytes(le_bytes::<4>(b, byte_order)?) as f64),
+        Datatype::FloatingPoint { size: 4, byte_order, .. } => {
+            Some(f32::from_le_bytes(le_bytes::<4>(b, byte_order)?) as f64)
+        }
         Datatype::FloatingPoint { size: 8, byte_order, .. } => Some(f64::from_le_bytes(le_bytes::<8>(b, byte_order)?)),
         Datatype::FixedPoint { .. } => scalar_i64(b, dt).map(|x| x as f64),
         _ => None,

@@ -77,7 +77,12 @@ fn mtx_dir(dir: &Path) -> Option<std::path::PathBuf> {
     if is_10x_mtx_dir(dir) {
         return Some(dir.to_path_buf());
     }
-    let subs: Vec<_> = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && is_10x_mtx_dir(p)).collect();
+    let subs: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && is_10x_mtx_dir(p))
+        .collect();
     if subs.len() == 1 {
         subs.into_iter().next()
     } else {
@@ -98,7 +103,11 @@ pub fn read_any_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(AnnD
         InputKind::H5ad => read_h5ad_with_report(path, opts),
         InputKind::TenxH5 => read_10x_h5(path, opts.genome.as_deref()),
         InputKind::TenxMtx => {
-            let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(|p| p.to_path_buf()).unwrap_or_default() };
+            let dir = if path.is_dir() {
+                path.to_path_buf()
+            } else {
+                path.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+            };
             let d = mtx_dir(&dir).ok_or_else(|| IoError::NotReadable {
                 file: error::fname(&dir),
                 msg: "no Cell Ranger matrix (matrix.mtx[.gz]) here, or several sub-directories with one".into(),

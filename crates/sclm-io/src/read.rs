@@ -105,8 +105,10 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
     });
     let (n, g) = x.shape();
     let mut used_cats = Vec::new();
-    let obs = if has("obs") { read_dataframe(h, "obs", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(n) };
-    let mut var = if has("var") { read_dataframe(h, "var", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(g) };
+    let obs =
+        if has("obs") { read_dataframe(h, "obs", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(n) };
+    let mut var =
+        if has("var") { read_dataframe(h, "var", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(g) };
     check_len(h, "obs", n, obs.nrows())?;
     check_len(h, "var", g, var.nrows())?;
     rep.duplicate_var_names = var.make_index_unique();
@@ -334,9 +336,7 @@ pub(crate) fn read_compressed(h: &H5, key: &str, fmt: &str, shape: (usize, usize
 }
 
 pub(crate) fn to_usize(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<usize>> {
-    v.into_iter()
-        .map(|x| usize::try_from(x).map_err(|_| h.err(key, format!("negative offset {x}"))))
-        .collect()
+    v.into_iter().map(|x| usize::try_from(x).map_err(|_| h.err(key, format!("negative offset {x}")))).collect()
 }
 
 fn values_to_column(v: Values) -> Column {
@@ -396,7 +396,8 @@ pub(crate) fn read_dataframe(
             let mut index = None;
             for m in &members {
                 let ck = format!("{key}/{}", m.name);
-                let Some((vals, width)) = compound_field(&raw, size as usize, m.byte_offset as usize, &m.datatype) else {
+                let Some((vals, width)) = compound_field(&raw, size as usize, m.byte_offset as usize, &m.datatype)
+                else {
                     rep.skipped.push(format!("{ck} (unsupported column type)"));
                     continue;
                 };
@@ -435,7 +436,12 @@ pub(crate) fn read_dataframe(
             let order = match attr_strings(&a, "column-order") {
                 Some(o) => o,
                 None => {
-                    let mut all: Vec<String> = gs.iter().chain(ds.iter()).filter(|c| **c != index_key && *c != "__categories").cloned().collect();
+                    let mut all: Vec<String> = gs
+                        .iter()
+                        .chain(ds.iter())
+                        .filter(|c| **c != index_key && *c != "__categories")
+                        .cloned()
+                        .collect();
                     all.sort();
                     all
                 }
@@ -460,7 +466,8 @@ pub(crate) fn read_dataframe(
                         let col = if h.has(&cat_key) {
                             let cats = h.read_strings(&cat_key)?;
                             let ordered = attr_bool(&h.attrs(&cat_key)?, "ordered").unwrap_or(false);
-                            let codes = codes_of(vals).ok_or_else(|| h.err(&ck, "categorical codes are not integers"))?;
+                            let codes =
+                                codes_of(vals).ok_or_else(|| h.err(&ck, "categorical codes are not integers"))?;
                             categorical(h, &ck, codes, cats, ordered)?
                         } else {
                             values_to_column(vals)
@@ -502,11 +509,14 @@ pub(crate) fn read_dataframe(
                                             x.clear();
                                         }
                                     }
-                                    rep.converted.push(format!("{ck} ({e} with missing values: missing became empty strings)"));
+                                    rep.converted
+                                        .push(format!("{ck} ({e} with missing values: missing became empty strings)"));
                                     df.columns.push((c, Column::Str(v)));
                                 } else if let Some(f) = col.to_f64() {
-                                    let f = f.into_iter().zip(&mask).map(|(v, &m)| if m { f64::NAN } else { v }).collect();
-                                    rep.converted.push(format!("{ck} ({e} with missing values: read as float64 with NaN)"));
+                                    let f =
+                                        f.into_iter().zip(&mask).map(|(v, &m)| if m { f64::NAN } else { v }).collect();
+                                    rep.converted
+                                        .push(format!("{ck} ({e} with missing values: read as float64 with NaN)"));
                                     df.columns.push((c, Column::F64(f)));
                                 } else {
                                     rep.skipped.push(format!("{ck} ({e} of unsupported element type)"));
@@ -656,9 +666,7 @@ fn read_uns_dataset(h: &H5, key: &str, rep: &mut ReadReport) -> Result<Option<Va
     let shape = h.shape(key, &d)?;
     let scalar = shape.is_empty();
     // Legacy files store string scalars as 1-element fixed-length arrays; anndata reads them as str.
-    let legacy_str = shape == [1]
-        && matches!(d.dtype(), Ok(DType::String))
-        && encoding(&h.attrs(key)?).is_none();
+    let legacy_str = shape == [1] && matches!(d.dtype(), Ok(DType::String)) && encoding(&h.attrs(key)?).is_none();
     let scalar = scalar || legacy_str;
     let vals = match h.read_values(key) {
         Ok(v) => v,

@@ -7,10 +7,15 @@ use hdf5_pure::{AttrValue, Dataset, FileAccessProperties, FileBuilder, MaxExtent
 
 use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix, Value};
 
-use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
+use crate::error::{data_err, fmt_err, fname, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
-use crate::read::{legacy_categories, move_legacy_neighbors, read_arrays, read_dataframe, read_pairwise, read_uns, to_usize, ReadReport};
-use crate::write::{build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM};
+use crate::read::{
+    legacy_categories, move_legacy_neighbors, read_arrays, read_dataframe, read_pairwise, read_uns, to_usize,
+    ReadReport,
+};
+use crate::write::{
+    build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM,
+};
 
 enum Layout {
     Dense(Dataset),
@@ -44,7 +49,11 @@ pub struct H5adRowReader {
 
 impl std::fmt::Debug for H5adRowReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H5adRowReader").field("file", &self.h.name).field("n_obs", &self.n_obs).field("n_vars", &self.n_vars).finish()
+        f.debug_struct("H5adRowReader")
+            .field("file", &self.h.name)
+            .field("n_obs", &self.n_obs)
+            .field("n_vars", &self.n_vars)
+            .finish()
     }
 }
 
@@ -79,9 +88,10 @@ impl H5adRowReader {
                 };
                 match fmt.as_str() {
                     "csr_matrix" => {}
-                    "csc_matrix" => {
-                        return Err(h.err("X", "stored column-major (CSC): rows cannot be streamed; read the file whole or rewrite it as CSR"))
-                    }
+                    "csc_matrix" => return Err(h.err(
+                        "X",
+                        "stored column-major (CSC): rows cannot be streamed; read the file whole or rewrite it as CSR",
+                    )),
                     other => return Err(h.err("X", format!("unknown encoding-type '{other}'"))),
                 }
                 let (r, c) = match shape.as_deref() {
@@ -180,11 +190,13 @@ impl H5adRowReader {
             }
             if has("varp") {
                 let (g, d) = h.children("varp")?;
-                rep.skipped.extend(g.iter().chain(d.iter()).map(|e| format!("varp/{e} (gene × gene matrices are not kept)")));
+                rep.skipped
+                    .extend(g.iter().chain(d.iter()).map(|e| format!("varp/{e} (gene × gene matrices are not kept)")));
             }
             if has("layers") {
                 let (g, d) = h.children("layers")?;
-                rep.skipped.extend(g.iter().chain(d.iter()).map(|e| format!("layers/{e} (not read by the row reader)")));
+                rep.skipped
+                    .extend(g.iter().chain(d.iter()).map(|e| format!("layers/{e} (not read by the row reader)")));
             }
             if has("raw") || has("raw.X") {
                 rep.skipped.push("raw (not read by the row reader)".into());
@@ -223,7 +235,8 @@ impl H5adRowReader {
                 let data = if a == b {
                     vec![]
                 } else {
-                    d.read_f32_rows(a as u64, (b - a) as u64).map_err(|e| h.err("X", format!("cannot read rows {a}..{b}: {e}")))?
+                    d.read_f32_rows(a as u64, (b - a) as u64)
+                        .map_err(|e| h.err("X", format!("cannot read rows {a}..{b}: {e}")))?
                 };
                 Ok(Matrix::Dense(Dense::from_vec(b - a, self.n_vars, data).map_err(|e| data_err(&h.name, "X", e))?))
             }
@@ -233,14 +246,18 @@ impl H5adRowReader {
                     (vec![], vec![])
                 } else {
                     let n = (e - s) as u64;
-                    let v = data.read_f32_rows(s as u64, n).map_err(|x| h.err("X/data", format!("cannot read values {s}..{e}: {x}")))?;
+                    let v = data
+                        .read_f32_rows(s as u64, n)
+                        .map_err(|x| h.err("X/data", format!("cannot read values {s}..{e}: {x}")))?;
                     (v, h.read_indices_of("X/indices", indices, Some((s as u64, n)))?)
                 };
                 if vals.len() != e - s || idx.len() != e - s {
                     return Err(h.err("X", format!("short read of rows {a}..{b}")));
                 }
                 let ip = indptr[a..=b].iter().map(|&p| p - s).collect();
-                Ok(Matrix::Csr(CsrMatrix::new(b - a, self.n_vars, ip, idx, vals).map_err(|x| data_err(&h.name, "X", x))?))
+                Ok(Matrix::Csr(
+                    CsrMatrix::new(b - a, self.n_vars, ip, idx, vals).map_err(|x| data_err(&h.name, "X", x))?,
+                ))
             }
         }
     }
@@ -294,7 +311,11 @@ pub struct H5adStreamWriter {
 
 impl std::fmt::Debug for H5adStreamWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H5adStreamWriter").field("file", &self.name).field("rows", &self.rows).field("n_obs", &self.n_obs).finish()
+        f.debug_struct("H5adStreamWriter")
+            .field("file", &self.name)
+            .field("rows", &self.rows)
+            .field("n_obs", &self.n_obs)
+            .finish()
     }
 }
 
@@ -314,7 +335,10 @@ impl H5adStreamWriter {
         check_level(&name, opts)?;
         let (n_obs, n_vars) = template.x.shape();
         if n_vars > i32::MAX as usize {
-            return Err(IoError::Invalid { what: name, msg: format!("{n_vars} genes is more than this writer supports") });
+            return Err(IoError::Invalid {
+                what: name,
+                msg: format!("{n_vars} genes is more than this writer supports"),
+            });
         }
         let tmp = temp_beside(path)?.into_temp_path();
         let n2 = name.clone();
@@ -341,7 +365,8 @@ impl H5adStreamWriter {
             b.add_group(g.finish());
             b.write(&tmp).map_err(|e| fmt_err(&n2, "/", format!("cannot write: {e}")))?;
             let access = FileAccessProperties::new().with_sync_policy(SyncPolicy::OnClose);
-            hdf5_pure::File::open_rw_with_options(&tmp, access).map_err(|e| fmt_err(&n2, "/", format!("cannot reopen for appending: {e}")))
+            hdf5_pure::File::open_rw_with_options(&tmp, access)
+                .map_err(|e| fmt_err(&n2, "/", format!("cannot reopen for appending: {e}")))
         })?;
         let ds = |k: &str| file.dataset(k).map_err(|e| fmt_err(&name, k, e));
         let (data, indices, indptr_ds) = (ds("X/data")?, ds("X/indices")?, ds("X/indptr")?);
@@ -371,10 +396,18 @@ impl H5adStreamWriter {
     /// Appends the next rows of `X`.
     pub fn append(&mut self, rows: &CsrMatrix) -> Result<()> {
         if rows.ncols != self.n_vars {
-            return Err(fmt_err(&self.name, "X", format!("chunk has {} columns, expected {}", rows.ncols, self.n_vars)));
+            return Err(fmt_err(
+                &self.name,
+                "X",
+                format!("chunk has {} columns, expected {}", rows.ncols, self.n_vars),
+            ));
         }
         if self.rows + rows.nrows > self.n_obs {
-            return Err(fmt_err(&self.name, "X", format!("{} rows appended, more than the {} announced", self.rows + rows.nrows, self.n_obs)));
+            return Err(fmt_err(
+                &self.name,
+                "X",
+                format!("{} rows appended, more than the {} announced", self.rows + rows.nrows, self.n_obs),
+            ));
         }
         let base = *self.indptr.last().unwrap_or(&0);
         self.indptr.extend(rows.indptr[1..].iter().map(|&p| base + p as i64));
@@ -404,11 +437,7 @@ impl H5adStreamWriter {
         let wide = self.wide;
         guard(&name, || {
             d.append(bd).map_err(|e| fmt_err(&name, "X/data", format!("cannot append: {e}")))?;
-            let r = if wide {
-                i.append(bi)
-            } else {
-                i.append(&bi.iter().map(|&c| c as i32).collect::<Vec<i32>>())
-            };
+            let r = if wide { i.append(bi) } else { i.append(&bi.iter().map(|&c| c as i32).collect::<Vec<i32>>()) };
             r.map_err(|e| fmt_err(&name, "X/indices", format!("cannot append: {e}")))
         })?;
         self.buf_data.drain(..n);
@@ -432,7 +461,11 @@ impl H5adStreamWriter {
         }
         let wide = self.wide;
         guard(&name, || {
-            let r = if wide { x.indptr.append(ip) } else { x.indptr.append(&ip.iter().map(|&p| p as i32).collect::<Vec<i32>>()) };
+            let r = if wide {
+                x.indptr.append(ip)
+            } else {
+                x.indptr.append(&ip.iter().map(|&p| p as i32).collect::<Vec<i32>>())
+            };
             r.map_err(|e| fmt_err(&name, "X/indptr", format!("cannot append: {e}")))
         })?;
         // Every dataset handle is released before the file is closed.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Matrix};
 
-use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
+use crate::error::{data_err, fmt_err, fname, guard, io_err, IoError, Result};
 use crate::h5::{Node, H5};
 use crate::read::{to_usize, ReadReport};
 
@@ -49,22 +49,38 @@ fn read_tsv(path: &Path) -> Result<Vec<Vec<String>>> {
 pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
     let dir = dir.as_ref();
     let dname = fname(dir);
-    let mtx = find(dir, &["matrix.mtx.gz", "matrix.mtx"])
-        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no matrix.mtx or matrix.mtx.gz in this directory".into() })?;
-    let feats = find(dir, &["features.tsv.gz", "features.tsv", "genes.tsv.gz", "genes.tsv"])
-        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no features.tsv(.gz) or genes.tsv(.gz) in this directory".into() })?;
-    let bcs = find(dir, &["barcodes.tsv.gz", "barcodes.tsv"])
-        .ok_or_else(|| IoError::NotReadable { file: dname.clone(), msg: "no barcodes.tsv(.gz) in this directory".into() })?;
+    let mtx = find(dir, &["matrix.mtx.gz", "matrix.mtx"]).ok_or_else(|| IoError::NotReadable {
+        file: dname.clone(),
+        msg: "no matrix.mtx or matrix.mtx.gz in this directory".into(),
+    })?;
+    let feats = find(dir, &["features.tsv.gz", "features.tsv", "genes.tsv.gz", "genes.tsv"]).ok_or_else(|| {
+        IoError::NotReadable {
+            file: dname.clone(),
+            msg: "no features.tsv(.gz) or genes.tsv(.gz) in this directory".into(),
+        }
+    })?;
+    let bcs = find(dir, &["barcodes.tsv.gz", "barcodes.tsv"]).ok_or_else(|| IoError::NotReadable {
+        file: dname.clone(),
+        msg: "no barcodes.tsv(.gz) in this directory".into(),
+    })?;
     let genes_by_cells = read_mtx(&mtx)?;
     let x = genes_by_cells.transpose();
     let feats_rows = read_tsv(&feats)?;
     let barcodes: Vec<String> = read_tsv(&bcs)?.into_iter().map(|mut r| r.swap_remove(0)).collect();
     let ffile = fname(&feats);
     if feats_rows.len() != x.ncols {
-        return Err(fmt_err(&ffile, "rows", format!("{} features but the matrix has {} rows (genes)", feats_rows.len(), x.ncols)));
+        return Err(fmt_err(
+            &ffile,
+            "rows",
+            format!("{} features but the matrix has {} rows (genes)", feats_rows.len(), x.ncols),
+        ));
     }
     if barcodes.len() != x.nrows {
-        return Err(fmt_err(&fname(&bcs), "rows", format!("{} barcodes but the matrix has {} columns (cells)", barcodes.len(), x.nrows)));
+        return Err(fmt_err(
+            &fname(&bcs),
+            "rows",
+            format!("{} barcodes but the matrix has {} columns (cells)", barcodes.len(), x.nrows),
+        ));
     }
     let mut ids = Vec::with_capacity(x.ncols);
     let mut names = Vec::with_capacity(x.ncols);
@@ -73,7 +89,9 @@ pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
     for (i, r) in feats_rows.into_iter().enumerate() {
         let mut it = r.into_iter();
         let id = it.next().unwrap_or_default();
-        let name = it.next().ok_or_else(|| fmt_err(&ffile, &format!("line {}", i + 1), "expected gene id and name columns"))?;
+        let name = it
+            .next()
+            .ok_or_else(|| fmt_err(&ffile, &format!("line {}", i + 1), "expected gene id and name columns"))?;
         ids.push(id);
         names.push(name);
         types.push(it.next().unwrap_or_default());
@@ -113,7 +131,11 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
     }
     let head: Vec<String> = line.split_whitespace().map(|s| s.to_ascii_lowercase()).collect();
     if head.len() < 5 || head[0] != "%%matrixmarket" || head[1] != "matrix" || head[2] != "coordinate" {
-        return Err(fmt_err(&file, "line 1", "not a Matrix Market coordinate matrix (expected '%%MatrixMarket matrix coordinate ...')"));
+        return Err(fmt_err(
+            &file,
+            "line 1",
+            "not a Matrix Market coordinate matrix (expected '%%MatrixMarket matrix coordinate ...')",
+        ));
     }
     let pattern = match head[3].as_str() {
         "integer" | "real" => false,
@@ -133,7 +155,10 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
         if t.is_empty() || t.starts_with('%') {
             continue;
         }
-        let v: Vec<usize> = t.split_whitespace().map(|x| x.parse::<usize>()).collect::<std::result::Result<_, _>>()
+        let v: Vec<usize> = t
+            .split_whitespace()
+            .map(|x| x.parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
             .map_err(|_| fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")))?;
         if v.len() != 3 {
             return Err(fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")));
@@ -155,14 +180,22 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
         let j: usize = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
         let v: f32 = if pattern { 1.0 } else { it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)? };
         if i == 0 || j == 0 || i > nr || j > nc {
-            return Err(fmt_err(&file, &format!("line {ln}"), format!("entry ({i}, {j}) outside the {nr} x {nc} matrix")));
+            return Err(fmt_err(
+                &file,
+                &format!("line {ln}"),
+                format!("entry ({i}, {j}) outside the {nr} x {nc} matrix"),
+            ));
         }
         rows.push((i - 1) as u32);
         cols.push((j - 1) as u32);
         vals.push(v);
     }
     if rows.len() != nnz {
-        return Err(fmt_err(&file, "entries", format!("header announces {nnz} entries, found {} (truncated file?)", rows.len())));
+        return Err(fmt_err(
+            &file,
+            "entries",
+            format!("header announces {nnz} entries, found {} (truncated file?)", rows.len()),
+        ));
     }
     triplets_to_csr(nr, nc, &rows, &cols, &vals).map_err(|e| data_err(&file, "matrix", e))
 }
@@ -223,13 +256,16 @@ pub(crate) fn looks_like_10x_h5(h: &H5) -> bool {
     if h.has("matrix/barcodes") {
         return true;
     }
-    h.children("").map(|(gs, _)| gs.iter().any(|g| h.has(&format!("{g}/barcodes")) && h.has(&format!("{g}/gene_names")))).unwrap_or(false)
+    h.children("")
+        .map(|(gs, _)| gs.iter().any(|g| h.has(&format!("{g}/barcodes")) && h.has(&format!("{g}/gene_names"))))
+        .unwrap_or(false)
 }
 
 pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData, ReadReport)> {
     let mut rep = ReadReport::default();
     let v3 = matches!(h.node("matrix"), Some(Node::Group(_)));
-    rep.layout = if v3 { "Cell Ranger HDF5, v3 (matrix)" } else { "Cell Ranger HDF5, v2 (matrices/<genome>)" }.to_string();
+    rep.layout =
+        if v3 { "Cell Ranger HDF5, v3 (matrix)" } else { "Cell Ranger HDF5, v2 (matrices/<genome>)" }.to_string();
     let g: String = if v3 {
         "matrix".into()
     } else {
@@ -243,7 +279,9 @@ pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData
                 want.to_string()
             }
             None if genomes.len() == 1 => genomes[0].clone(),
-            None if genomes.is_empty() => return Err(h.err("/", "not a Cell Ranger matrix (no 'matrix' group nor genome groups)")),
+            None if genomes.is_empty() => {
+                return Err(h.err("/", "not a Cell Ranger matrix (no 'matrix' group nor genome groups)"))
+            }
             None => return Err(h.err("/", format!("several genomes, choose one: {}", genomes.join(", ")))),
         }
     };
@@ -273,7 +311,9 @@ pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData
     } else {
         (h.read_strings(&format!("{g}/genes"))?, h.read_strings(&format!("{g}/gene_names"))?, vec![])
     };
-    for (k, n, want) in [("barcodes", barcodes.len(), ncells), ("gene ids", ids.len(), ngenes), ("gene names", names.len(), ngenes)] {
+    for (k, n, want) in
+        [("barcodes", barcodes.len(), ncells), ("gene ids", ids.len(), ngenes), ("gene names", names.len(), ngenes)]
+    {
         if n != want {
             return Err(h.err(&g, format!("{n} {k}, expected {want} from shape")));
         }
@@ -291,4 +331,3 @@ pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData
     a.validate().map_err(|e| data_err(&h.name, "AnnData", e))?;
     Ok((a, rep))
 }
-

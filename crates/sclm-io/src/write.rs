@@ -6,7 +6,7 @@ use std::path::Path;
 use hdf5_pure::{make_i8_type, AttrValue, DatasetBuilder, EnumTypeBuilder, FileBuilder, FinishedGroup, GroupBuilder};
 use sclm_data::{AnnData, Array2, Column, CsrMatrix, DataFrame, Matrix, Value};
 
-use crate::error::{data_err, fname, fmt_err, guard, io_err, IoError, Result};
+use crate::error::{data_err, fmt_err, fname, guard, io_err, IoError, Result};
 
 /// Sparse `X` with at least this many stored values is written through the streaming path.
 const STREAM_NNZ: usize = 1 << 22;
@@ -54,7 +54,11 @@ pub fn write_h5ad(adata: &AnnData, path: impl AsRef<Path>, opts: &WriteOptions) 
 pub(crate) fn check_storable(a: &AnnData, file: &str) -> Result<()> {
     fn name_ok(file: &str, key: &str, n: &str) -> Result<()> {
         if n.is_empty() || n.contains('/') || n == "." {
-            return Err(fmt_err(file, &format!("{key}/{n}"), "name cannot be stored in .h5ad (empty, '.' or containing '/')"));
+            return Err(fmt_err(
+                file,
+                &format!("{key}/{n}"),
+                "name cannot be stored in .h5ad (empty, '.' or containing '/')",
+            ));
         }
         Ok(())
     }
@@ -66,7 +70,11 @@ pub(crate) fn check_storable(a: &AnnData, file: &str) -> Result<()> {
             }
             if let Column::Categorical { codes, categories, .. } = c {
                 if let Some(&x) = codes.iter().find(|&&x| x < -1 || x >= categories.len() as i32) {
-                    return Err(fmt_err(file, &format!("{key}/{n}"), format!("category code {x} out of range ({} categories)", categories.len())));
+                    return Err(fmt_err(
+                        file,
+                        &format!("{key}/{n}"),
+                        format!("category code {x} out of range ({} categories)", categories.len()),
+                    ));
                 }
                 let mut s: Vec<&String> = categories.iter().collect();
                 s.sort();
@@ -97,7 +105,12 @@ pub(crate) fn check_storable(a: &AnnData, file: &str) -> Result<()> {
     }
     frame(file, "obs", &a.obs)?;
     frame(file, "var", &a.var)?;
-    for (key, names) in [("obsm", a.obsm.keys().collect::<Vec<_>>()), ("varm", a.varm.keys().collect()), ("layers", a.layers.keys().collect()), ("obsp", a.obsp.keys().collect())] {
+    for (key, names) in [
+        ("obsm", a.obsm.keys().collect::<Vec<_>>()),
+        ("varm", a.varm.keys().collect()),
+        ("layers", a.layers.keys().collect()),
+        ("obsp", a.obsp.keys().collect()),
+    ] {
         for n in names {
             name_ok(file, key, n)?;
         }
@@ -154,11 +167,7 @@ pub(crate) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
         _ => std::path::PathBuf::from("."),
     };
     let base = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    tempfile::Builder::new()
-        .prefix(&format!(".{base}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| io_err(&file, e))
+    tempfile::Builder::new().prefix(&format!(".{base}.")).suffix(".tmp").tempfile_in(&dir).map_err(|e| io_err(&file, e))
 }
 
 /// A place datasets and groups can be created: the file root or a group.

@@ -148,9 +148,13 @@ fn failed_writes_leave_nothing_behind() {
     a.obs.columns.push(("a/b".into(), Column::Bool(vec![true, false])));
     one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad", "obs/a/b"]);
     a.obs.columns.clear();
-    a.obs.columns.push(("ct".into(), Column::Categorical { codes: vec![0, 3], categories: vec!["x".into(), "y".into()], ordered: false }));
+    a.obs.columns.push((
+        "ct".into(),
+        Column::Categorical { codes: vec![0, 3], categories: vec!["x".into(), "y".into()], ordered: false },
+    ));
     one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: obs/ct:", "code 3"]);
-    a.obs.columns[0].1 = Column::Categorical { codes: vec![0, 1], categories: vec!["x".into(), "x".into()], ordered: false };
+    a.obs.columns[0].1 =
+        Column::Categorical { codes: vec![0, 1], categories: vec!["x".into(), "x".into()], ordered: false };
     one_line(&write_h5ad(&a, &p, &WriteOptions::default()).unwrap_err(), &["out.h5ad: obs/ct:", "'x' appears twice"]);
     a.obs.columns.clear();
     a.uns.insert("bad/key".into(), sclm_data::Value::I64(1));
@@ -161,7 +165,8 @@ fn failed_writes_leave_nothing_behind() {
     a.uns.clear();
     one_line(&write_h5ad(&a, &p, &WriteOptions { compression: Some(12) }).unwrap_err(), &["out.h5ad", "gzip level 12"]);
     assert_eq!(std::fs::read(&p).unwrap(), b"previous content", "an existing file must stay untouched");
-    let names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["out.h5ad"]);
     let e = write_h5ad(&a, d.join("no/such/dir/x.h5ad"), &WriteOptions::default()).unwrap_err();
     one_line(&e, &["x.h5ad"]);
@@ -228,7 +233,8 @@ fn randomly_damaged_files_give_errors_not_panics() {
 #[test]
 fn nullable_columns_are_read_and_reported() {
     use hdf5_pure::{make_i8_type, EnumTypeBuilder};
-    let bt = || EnumTypeBuilder::with_base(make_i8_type()).raw_value("FALSE", &[0]).raw_value("TRUE", &[1]).build().unwrap();
+    let bt =
+        || EnumTypeBuilder::with_base(make_i8_type()).raw_value("FALSE", &[0]).raw_value("TRUE", &[1]).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut b = FileBuilder::new();
     enc(&mut b, "anndata");
@@ -239,7 +245,11 @@ fn nullable_columns_are_read_and_reported() {
     g.set_attr("_index", AttrValue::VarLenString("_index".into()));
     g.set_attr("column-order", AttrValue::VarLenStringArray(vec!["ni".into(), "full".into(), "ns".into()]));
     g.create_dataset("_index").with_vlen_strings(&["a", "b", "c"]);
-    for (name, kind, mask) in [("ni", "nullable-integer", [0u8, 1, 0]), ("full", "nullable-integer", [0, 0, 0]), ("ns", "nullable-string-array", [1, 0, 0])] {
+    for (name, kind, mask) in [
+        ("ni", "nullable-integer", [0u8, 1, 0]),
+        ("full", "nullable-integer", [0, 0, 0]),
+        ("ns", "nullable-string-array", [1, 0, 0]),
+    ] {
         let mut c = g.create_group(name);
         c.set_attr("encoding-type", AttrValue::VarLenString(kind.into()));
         if kind == "nullable-integer" {

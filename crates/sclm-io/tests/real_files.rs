@@ -51,9 +51,18 @@ fn pre_07_layout_pbmc68k_reduced() {
     assert_eq!(cats, ["G1", "G2M", "S"]);
     assert_eq!(&codes[..5], [0, 2, 0, 1, 0]);
     assert_eq!(cat(a.obs.get("louvain").unwrap()).1.len(), 11);
-    assert_eq!(a.obs.get("n_genes"), Some(&Column::I64(a.obs.get("n_genes").unwrap().to_f64().unwrap().iter().map(|&v| v as i64).collect())));
+    assert_eq!(
+        a.obs.get("n_genes"),
+        Some(&Column::I64(a.obs.get("n_genes").unwrap().to_f64().unwrap().iter().map(|&v| v as i64).collect()))
+    );
     assert_eq!(a.obs.get("n_genes").unwrap().to_f64().unwrap()[..3], [1003.0, 1080.0, 1228.0]);
-    assert_eq!(a.obs.get("n_counts"), Some(&Column::F32(match a.obs.get("n_counts").unwrap() { Column::F32(v) => v.clone(), _ => panic!("n_counts should be float32") })));
+    assert_eq!(
+        a.obs.get("n_counts"),
+        Some(&Column::F32(match a.obs.get("n_counts").unwrap() {
+            Column::F32(v) => v.clone(),
+            _ => panic!("n_counts should be float32"),
+        }))
+    );
     match a.var.get("highly_variable").unwrap() {
         Column::Bool(v) => assert_eq!(&v[..3], [true, true, false]),
         other => panic!("highly_variable should be bool, is {}", other.kind()),
@@ -75,7 +84,11 @@ fn pre_07_layout_pbmc68k_reduced() {
     assert!(a.uns["pca"].as_map().unwrap().contains_key("variance_ratio"));
     // The pre-0.7 neighbour graph in uns/neighbors is moved to obsp, as anndata does.
     assert!(!rep.skipped.iter().any(|s| s.starts_with("uns/neighbors/connectivities")), "{:?}", rep.skipped);
-    assert!(rep.converted.iter().any(|s| s.starts_with("uns/neighbors/distances (moved to obsp")), "{:?}", rep.converted);
+    assert!(
+        rep.converted.iter().any(|s| s.starts_with("uns/neighbors/distances (moved to obsp")),
+        "{:?}",
+        rep.converted
+    );
     assert!(!a.uns["neighbors"].as_map().unwrap().contains_key("connectivities"));
     let c = a.obsp["connectivities"].to_csr();
     assert_eq!((c.nrows, c.ncols, c.nnz()), (700, 700, 9992));
@@ -107,14 +120,25 @@ fn anndata_07_layout_oligodendroglioma() {
     assert_eq!(cats.len(), 24);
     assert_eq!(cats[0], "chr1");
     assert_eq!(codes[0], 0);
-    assert_eq!(a.var.get("start"), Some(&Column::I64({
-        let Column::I64(v) = a.var.get("start").unwrap() else { panic!("start should be int64") };
-        assert_eq!(v[..3], [14363, 761586, 879584]);
-        v.clone()
-    })));
-    assert_eq!(a.uns["cell_type_colors"], sclm_data::Value::Strings(vec![
-        "#1f77b4".into(), "#ff7f0e".into(), "#2ca02c".into(), "#d62728".into(), "#9467bd".into(), "#8c564b".into()
-    ]));
+    assert_eq!(
+        a.var.get("start"),
+        Some(&Column::I64({
+            let Column::I64(v) = a.var.get("start").unwrap() else { panic!("start should be int64") };
+            assert_eq!(v[..3], [14363, 761586, 879584]);
+            v.clone()
+        }))
+    );
+    assert_eq!(
+        a.uns["cell_type_colors"],
+        sclm_data::Value::Strings(vec![
+            "#1f77b4".into(),
+            "#ff7f0e".into(),
+            "#2ca02c".into(),
+            "#d62728".into(),
+            "#9467bd".into(),
+            "#8c564b".into()
+        ])
+    );
     assert!(rep.duplicate_var_names.is_empty());
 }
 
@@ -134,7 +158,9 @@ fn current_layout_visium_with_obsm_and_uns() {
     assert!(matches!(a.var.get("means"), Some(Column::F64(v)) if v[0] == 0.02409475665799404));
     assert!(matches!(a.var.get("dispersions_norm"), Some(Column::F32(_))));
     assert!(matches!(a.var.get("highly_variable"), Some(Column::Bool(v)) if v[..3] == [true, true, true]));
-    assert!(matches!(&a.obsm["spatial"], Array2::I64(d) if d.nrows == 49 && d.ncols == 2 && d.get(0, 0) == 337 && d.get(0, 1) == 439));
+    assert!(
+        matches!(&a.obsm["spatial"], Array2::I64(d) if d.nrows == 49 && d.ncols == 2 && d.get(0, 0) == 337 && d.get(0, 1) == 439)
+    );
     assert_eq!(a.obsm["X_pca"].shape(), (49, 50));
     assert_eq!(a.obsm["X_umap"].shape(), (49, 2));
     // uns: scalars and nested dicts, a 3-D image.

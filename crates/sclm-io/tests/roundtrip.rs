@@ -18,7 +18,16 @@ fn sample(n: usize, g: usize, dense: bool) -> AnnData {
     let mut a = AnnData::new(x);
     a.obs.index = (0..n).map(|i| format!("cell-{i}")).collect();
     a.var.index = (0..g).map(|j| format!("gene-{j}")).collect();
-    a.obs.insert("type", Column::Categorical { codes: (0..n).map(|i| (i % 4) as i32 - 1).collect(), categories: vec!["B".into(), "NK".into(), "T".into()], ordered: true }).unwrap();
+    a.obs
+        .insert(
+            "type",
+            Column::Categorical {
+                codes: (0..n).map(|i| (i % 4) as i32 - 1).collect(),
+                categories: vec!["B".into(), "NK".into(), "T".into()],
+                ordered: true,
+            },
+        )
+        .unwrap();
     a.obs.insert("f64", Column::F64((0..n).map(|i| i as f64 / 3.0).collect())).unwrap();
     a.obs.insert("f32", Column::F32((0..n).map(|i| i as f32 / 7.0).collect())).unwrap();
     a.obs.insert("i64", Column::I64((0..n).map(|i| i as i64 * 1_000_000_007).collect())).unwrap();
@@ -26,9 +35,16 @@ fn sample(n: usize, g: usize, dense: bool) -> AnnData {
     a.obs.insert("bool", Column::Bool((0..n).map(|i| i % 3 == 0).collect())).unwrap();
     a.obs.insert("str", Column::Str((0..n).map(|i| format!("s{}é", i % 2)).collect())).unwrap();
     a.var.insert("gene_ids", Column::Str((0..g).map(|j| format!("ENSG{j}")).collect())).unwrap();
-    a.obsm.insert("X_pca".into(), Array2::F32(Dense { nrows: n, ncols: 3, data: (0..n * 3).map(|k| k as f32).collect() }));
-    a.obsm.insert("X_umap".into(), Array2::F64(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as f64 * 0.1).collect() }));
-    a.varm.insert("PCs".into(), Array2::I64(Dense { nrows: g, ncols: 2, data: (0..g * 2).map(|k| k as i64).collect() }));
+    a.obsm.insert(
+        "X_pca".into(),
+        Array2::F32(Dense { nrows: n, ncols: 3, data: (0..n * 3).map(|k| k as f32).collect() }),
+    );
+    a.obsm.insert(
+        "X_umap".into(),
+        Array2::F64(Dense { nrows: n, ncols: 2, data: (0..n * 2).map(|k| k as f64 * 0.1).collect() }),
+    );
+    a.varm
+        .insert("PCs".into(), Array2::I64(Dense { nrows: g, ncols: 2, data: (0..g * 2).map(|k| k as i64).collect() }));
     a.layers.insert("counts".into(), Matrix::Dense(d.clone()));
     a.raw = Some(Raw { x: Matrix::Csr(CsrMatrix::from_dense(&d)), var: a.var.clone(), varm: BTreeMap::new() });
     let mut m = BTreeMap::new();
@@ -62,7 +78,11 @@ fn whole_file_round_trip_plain_and_gzip() {
             }
         }
     }
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty());
 }
 

@@ -90,7 +90,11 @@ fn read_any_dispatches() {
 fn mtx_duplicates_are_summed_and_bad_entries_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("matrix.mtx"), "%%MatrixMarket matrix coordinate integer general\n% c\n3 2 4\n1 1 2\n3 1 1\n1 1 3\n2 2 7\n").unwrap();
+    std::fs::write(
+        d.join("matrix.mtx"),
+        "%%MatrixMarket matrix coordinate integer general\n% c\n3 2 4\n1 1 2\n3 1 1\n1 1 3\n2 2 7\n",
+    )
+    .unwrap();
     std::fs::write(d.join("genes.tsv"), "G1\tA\nG2\tA\nG3\tB\n").unwrap();
     std::fs::write(d.join("barcodes.tsv"), "c1\nc2\n").unwrap();
     let (a, rep) = read_10x_mtx(d).unwrap();
@@ -100,7 +104,8 @@ fn mtx_duplicates_are_summed_and_bad_entries_reported() {
     assert_eq!(at(&a, 1, 1), 7.0);
     assert_eq!(a.var.index, ["A", "A-1", "B"]);
     assert_eq!(rep.duplicate_var_names, ["A"]);
-    std::fs::write(d.join("matrix.mtx"), "%%MatrixMarket matrix coordinate integer general\n3 2 4\n1 1 2\n9 1 1\n").unwrap();
+    std::fs::write(d.join("matrix.mtx"), "%%MatrixMarket matrix coordinate integer general\n3 2 4\n1 1 2\n9 1 1\n")
+        .unwrap();
     let e = read_10x_mtx(d).unwrap_err().to_string();
     assert!(e.contains("matrix.mtx") && e.contains("line 4") && e.contains("outside"), "{e}");
     std::fs::write(d.join("matrix.mtx"), "%%MatrixMarket matrix coordinate integer general\n3 2 4\n1 1 2\n").unwrap();

@@ -6,7 +6,8 @@ use sclm_nn::bench::{bench_breakdown, bench_encoder_layer, bench_torch, BenchCon
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let mut cfg = BenchConfig::new().with_threads(Some(get("--threads").map(|t| t.parse().expect("--threads N")).unwrap_or(2)));
+    let mut cfg =
+        BenchConfig::new().with_threads(Some(get("--threads").map(|t| t.parse().expect("--threads N")).unwrap_or(2)));
     if let Some(i) = get("--iters") {
         cfg = cfg.with_iters(i.parse().expect("--iters N"));
     }

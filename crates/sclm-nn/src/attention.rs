@@ -443,17 +443,18 @@ impl PerformerAttention {
         let xs = x.mul_scalar(normalizer);
         let dash = xs.clone().matmul(proj.transpose().reshape([1, 1, dh, m]).expand([b, h, dh, m]));
         let diag = xs.powi_scalar(2).sum_dim(3).div_scalar(2.0); // [b,h,n,1]
-        let stab = if is_query {
-            dash.clone().max_dim(3).detach()
-        } else {
-            dash.clone().max_dim(3).max_dim(2).detach()
-        };
+        let stab =
+            if is_query { dash.clone().max_dim(3).detach() } else { dash.clone().max_dim(3).max_dim(2).detach() };
         let _ = n;
         (dash - diag - stab).exp().add_scalar(FAVOR_EPS).mul_scalar((m as f64).powf(-0.5))
     }
 
     /// Features of queries and keys (padded keys zeroed) and the values (padded rows zeroed).
-    fn qkv_features(&self, x: Tensor<3>, key_padding_mask: Option<Tensor<2, Bool>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    fn qkv_features(
+        &self,
+        x: Tensor<3>,
+        key_padding_mask: Option<Tensor<2, Bool>>,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let q = split_heads(self.query_projection.forward(x.clone()), self.n_heads);
         let k = split_heads(self.key_projection.forward(x.clone()), self.n_heads);
         let mut v = split_heads(self.value_projection.forward(x), self.n_heads);
@@ -528,9 +529,9 @@ impl AttentionKind {
     /// Builds the attention block of this kind.
     pub fn init(&self, d_model: usize, n_heads: usize, dropout: f64, seed: u64, device: &Device) -> Attention {
         match self {
-            AttentionKind::Softmax => Attention::Softmax(
-                MultiHeadAttentionConfig::new(d_model, n_heads).with_dropout(dropout).init(device),
-            ),
+            AttentionKind::Softmax => {
+                Attention::Softmax(MultiHeadAttentionConfig::new(d_model, n_heads).with_dropout(dropout).init(device))
+            }
             AttentionKind::Flow => Attention::Flow(FlowAttentionConfig::new(d_model, n_heads).init(device)),
             AttentionKind::Performer { n_features } => Attention::Performer(
                 PerformerAttentionConfig::new(d_model, n_heads)
@@ -704,10 +705,7 @@ mod tests {
         };
         // Other tests run concurrently and perturb timings: retry a few times; a quadratic
         // implementation would give ≥ 16 every time.
-        let ratio = (0..4)
-            .map(|_| time(64_000) / time(16_000))
-            .find(|r| *r < 10.0)
-            .unwrap_or(f64::INFINITY);
+        let ratio = (0..4).map(|_| time(64_000) / time(16_000)).find(|r| *r < 10.0).unwrap_or(f64::INFINITY);
         assert!(ratio < 10.0, "time ratio for 4x the cells: {ratio}");
     }
 

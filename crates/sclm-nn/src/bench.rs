@@ -214,5 +214,6 @@ pub fn bench_torch(python: &Path, cfg: &BenchConfig) -> Result<BenchResult, NnEr
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).map_err(|e| NnError::Json { path: python.display().to_string(), message: format!("{e}: {line}") })
+    serde_json::from_str(line)
+        .map_err(|e| NnError::Json { path: python.display().to_string(), message: format!("{e}: {line}") })
 }

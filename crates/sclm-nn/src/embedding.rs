@@ -395,7 +395,6 @@ pub fn sinusoidal_pe_2d(coords: &[[f32; 2]], d: usize, device: &Device) -> Resul
 mod tests {
     use super::*;
 
-
     fn example() -> (Vec<usize>, Vec<u32>, Vec<f32>) {
         // 3 cells × 6 genes; genes 1 and 4 never occur.
         (vec![0, 2, 3, 5], vec![0, 3, 5, 0, 2], vec![1.0, 2.0, 3.0, 4.0, 1.0])

@@ -1,8 +1,6 @@
 //! Transformer encoder layer and stack (Vaswani et al. 2017), pre-norm or post-norm, generic
 //! over the attention kind ([`AttentionKind`]), LayerNorm or GroupNorm.
-use burn::nn::{
-    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 

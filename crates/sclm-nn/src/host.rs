@@ -692,7 +692,8 @@ impl HostEncoderLayer {
             .zip(cout.par_chunks(h * ROW_CHUNK))
             .zip(incoming.par_chunks(h * ROW_CHUNK).zip(alloc.par_chunks(h * ROW_CHUNK)))
             .for_each(|((c, comp), (inc, al))| {
-                for (((row, comp), inc), al) in c.chunks_mut(s).zip(comp.chunks(h)).zip(inc.chunks(h)).zip(al.chunks(h)) {
+                for (((row, comp), inc), al) in c.chunks_mut(s).zip(comp.chunks(h)).zip(inc.chunks(h)).zip(al.chunks(h))
+                {
                     for head in 0..h {
                         scale(&mut row[2 * d + head * dh..2 * d + (head + 1) * dh], comp[head] * factor[head]);
                         scale(&mut row[head * dh..(head + 1) * dh], inc[head] * al[head]);
@@ -955,9 +956,8 @@ mod tests {
         let out = GenePanels::new(&table, g, d).bag(&x, ValueTransform::Log1p);
         for r in 0..3 {
             for c in 0..d {
-                let want: f32 = (indptr[r]..indptr[r + 1])
-                    .map(|k| data[k].ln_1p() * table[indices[k] as usize * d + c])
-                    .sum();
+                let want: f32 =
+                    (indptr[r]..indptr[r + 1]).map(|k| data[k].ln_1p() * table[indices[k] as usize * d + c]).sum();
                 assert!((out[r * d + c] - want).abs() < 1e-5);
             }
         }

@@ -199,10 +199,11 @@ mod tests {
         }
         // Probabilities sum to one over the support (truncated far in the tail).
         let xs: Vec<f32> = (0..200).map(|v| v as f32).collect();
-        let total: f64 = to_vec(nb_log_likelihood(t2(&xs, 1, 200), t2(&[3.0; 200], 1, 200), t2(&[0.7; 200], 1, 200), 0.0))
-            .iter()
-            .map(|l| (*l as f64).exp())
-            .sum();
+        let total: f64 =
+            to_vec(nb_log_likelihood(t2(&xs, 1, 200), t2(&[3.0; 200], 1, 200), t2(&[0.7; 200], 1, 200), 0.0))
+                .iter()
+                .map(|l| (*l as f64).exp())
+                .sum();
         assert!((total - 1.0).abs() < 1e-3, "{total}");
         // ZINB with π = σ(0.3).
         let pi = 1.0 / (1.0 + (-0.3f64).exp());

@@ -50,7 +50,11 @@ impl VectorQuantizerConfig {
     /// Initialises the codebook (standard normal codes, identity affine map).
     pub fn init(&self, device: &Device) -> VectorQuantizer {
         VectorQuantizer {
-            codebook: Param::from_tensor(Tensor::random([self.n_codes, self.dim], Distribution::Normal(0.0, 1.0), device)),
+            codebook: Param::from_tensor(Tensor::random(
+                [self.n_codes, self.dim],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
             c_mean: Param::from_tensor(Tensor::zeros([self.dim], device)),
             c_std: Param::from_tensor(Tensor::ones([self.dim], device)),
             beta: self.beta,

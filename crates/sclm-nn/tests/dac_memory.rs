@@ -77,7 +77,11 @@ fn peak_memory_grows_with_chunk_not_batch() {
             drop(g);
         });
         figures.push((n, dac, e2e));
-        eprintln!("batch {n}: divide-and-conquer peak {:.1} MiB, end-to-end peak {:.1} MiB", dac as f64 / 1048576.0, e2e as f64 / 1048576.0);
+        eprintln!(
+            "batch {n}: divide-and-conquer peak {:.1} MiB, end-to-end peak {:.1} MiB",
+            dac as f64 / 1048576.0,
+            e2e as f64 / 1048576.0
+        );
     }
     let (small, large) = (figures[0], figures[1]);
     // End-to-end memory grows ~4× with 4× the batch (activations of every cell are kept).

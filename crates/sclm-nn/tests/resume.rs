@@ -8,8 +8,8 @@ use sclm_nn::burn::prelude::*;
 use sclm_nn::burn::tensor::Distribution;
 use sclm_nn::loss::masked_mse;
 use sclm_nn::train::{
-    LossOutput, NoProgress, OptimizerConfig, ParamGroupConfig, ReduceOnPlateauConfig, ScheduleConfig, Trainable,
-    TrainConfig, Trainer,
+    LossOutput, NoProgress, OptimizerConfig, ParamGroupConfig, ReduceOnPlateauConfig, ScheduleConfig, TrainConfig,
+    Trainable, Trainer,
 };
 
 #[derive(Module, Debug)]
@@ -47,7 +47,11 @@ fn params(m: &Net) -> Vec<f32> {
 }
 
 fn net(dev: &Device) -> Net {
-    Net { embedder: LinearConfig::new(6, 16).init(dev), body: LinearConfig::new(16, 3).init(dev), drop: DropoutConfig::new(0.3).init() }
+    Net {
+        embedder: LinearConfig::new(6, 16).init(dev),
+        body: LinearConfig::new(16, 3).init(dev),
+        drop: DropoutConfig::new(0.3).init(),
+    }
 }
 
 #[test]
@@ -80,7 +84,14 @@ fn resume_continues_identically_and_writes_run_files() {
         .unwrap();
     b.fit(train, valid, &mut NoProgress).unwrap();
     let ckpt = dir.path().join("checkpoint");
-    for f in ["config.json", "model.safetensors", "param_ids.json", "train_state.json", "optimizer.default.bpk", "optimizer.embedder.bpk"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "param_ids.json",
+        "train_state.json",
+        "optimizer.default.bpk",
+        "optimizer.embedder.bpk",
+    ] {
         assert!(ckpt.join(f).exists(), "{f}");
     }
     let mut c = Trainer::resume(net(&dev), cfg.clone(), &ckpt).unwrap();
@@ -96,14 +107,19 @@ fn resume_continues_identically_and_writes_run_files() {
     assert_eq!(lines.iter().filter(|v| v["event"] == "step").count(), 6);
     assert!(lines[0]["mse"].as_f64().is_some());
     assert!(dir.path().join("best/model.safetensors").exists());
-    let cfg_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
+    let cfg_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["model"]["name"], "net");
 
     // Resuming the run directory itself: as if the process died during epoch 2, after logging
     // a step. The best model comes back, the stale step record goes, and the run ends where the
     // uninterrupted one did.
     // A checkpoint of another architecture is refused, not half-loaded.
-    let wider = Net { embedder: LinearConfig::new(6, 16).init(&dev), body: LinearConfig::new(16, 4).init(&dev), drop: DropoutConfig::new(0.3).init() };
+    let wider = Net {
+        embedder: LinearConfig::new(6, 16).init(&dev),
+        body: LinearConfig::new(16, 4).init(&dev),
+        drop: DropoutConfig::new(0.3).init(),
+    };
     let err = Trainer::resume(wider, cfg.clone(), &ckpt).err().unwrap();
     assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("body.weight"), "{err}");
     let empty = tempfile::tempdir().unwrap();
@@ -122,7 +138,8 @@ fn resume_continues_identically_and_writes_run_files() {
     assert_eq!(params(d.best_model.as_ref().unwrap()), params(a.best_model.as_ref().unwrap()), "best model differs");
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let epochs: Vec<u64> = lines.iter().filter(|v| v["event"] == "epoch").map(|v| v["epoch"].as_u64().unwrap()).collect();
+    let epochs: Vec<u64> =
+        lines.iter().filter(|v| v["event"] == "epoch").map(|v| v["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, vec![0, 1, 2, 3]);
     assert_eq!(lines.iter().filter(|v| v["event"] == "step").count(), 12);
     assert!(lines.iter().all(|v| v["step"] != 99), "stale record kept");

@@ -38,7 +38,11 @@ fn main() {
     let t = Instant::now();
     let rows: Vec<usize> = (0..n).collect();
     let h = hvg_seurat_v3(&x, &[rows], 1000.min(g), 0.3).unwrap();
-    println!("hvg seurat_v3: {:.2} s ({} genes)", t.elapsed().as_secs_f64(), h.highly_variable.iter().filter(|b| **b).count());
+    println!(
+        "hvg seurat_v3: {:.2} s ({} genes)",
+        t.elapsed().as_secs_f64(),
+        h.highly_variable.iter().filter(|b| **b).count()
+    );
     let t = Instant::now();
     normalize_total(&mut x, &NormalizeOptions { target_sum: Some(1e4), ..Default::default() }).unwrap();
     log1p(&mut x).unwrap();
@@ -50,7 +54,12 @@ fn main() {
     let settings: &[(usize, usize)] = if quick { &[(20, 7)] } else { &[(30, 12), (20, 7), (10, 4)] };
     for &(over, iters) in settings {
         let t = Instant::now();
-        let opts = PcaOptions { solver: PcaSolver::Randomized, n_oversamples: over, n_power_iter: iters, ..Default::default() };
+        let opts = PcaOptions {
+            solver: PcaSolver::Randomized,
+            n_oversamples: over,
+            n_power_iter: iters,
+            ..Default::default()
+        };
         let p = pca(&x, 50, 0, &opts).unwrap();
         let secs = t.elapsed().as_secs_f64();
         let dev = exact.variance.iter().zip(&p.variance).map(|(a, b)| ((a - b) / a).abs()).fold(0.0, f64::max);
@@ -62,5 +71,9 @@ fn main() {
     let d = Matrix::Dense(d);
     let t = Instant::now();
     let p = pca(&d, 50, 0, &PcaOptions::default()).unwrap();
-    println!("pca dense (scaled) k=50 covariance_eigh: {:.2} s; variance_ratio[0..3] = {:?}", t.elapsed().as_secs_f64(), &p.variance_ratio[..3]);
+    println!(
+        "pca dense (scaled) k=50 covariance_eigh: {:.2} s; variance_ratio[0..3] = {:?}",
+        t.elapsed().as_secs_f64(),
+        &p.variance_ratio[..3]
+    );
 }

@@ -6,8 +6,8 @@ use std::fmt;
 use std::io::Read;
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Matrix};
+use serde::{Deserialize, Serialize};
 
 use crate::{PreprocessError, Result};
 
@@ -296,7 +296,9 @@ fn looks_mouse(genes: &[String]) -> bool {
         .iter()
         .filter(|g| {
             let mut c = g.chars();
-            matches!(c.next(), Some(ch) if ch.is_ascii_uppercase()) && c.clone().any(|ch| ch.is_ascii_lowercase()) && !c.any(|ch| ch.is_ascii_uppercase())
+            matches!(c.next(), Some(ch) if ch.is_ascii_uppercase())
+                && c.clone().any(|ch| ch.is_ascii_lowercase())
+                && !c.any(|ch| ch.is_ascii_uppercase())
         })
         .count();
     mus * 2 > sample.len() || title * 2 > sample.len()
@@ -323,7 +325,12 @@ pub fn match_genes(dataset_genes: &[String], vocab: &[String], opts: &GeneMatchO
     }
     let mut used = vec![false; dataset_genes.len()];
     let mut out: Vec<Option<(usize, MatchKind)>> = vec![None; vocab.len()];
-    let take = |out: &mut Vec<Option<(usize, MatchKind)>>, v: usize, c: Option<usize>, kind: MatchKind, used: &mut Vec<bool>| -> bool {
+    let take = |out: &mut Vec<Option<(usize, MatchKind)>>,
+                v: usize,
+                c: Option<usize>,
+                kind: MatchKind,
+                used: &mut Vec<bool>|
+     -> bool {
         match c {
             Some(c) if !used[c] => {
                 used[c] = true;
@@ -363,7 +370,11 @@ pub fn match_genes(dataset_genes: &[String], vocab: &[String], opts: &GeneMatchO
                     take(&mut out, v, c, MatchKind::Gencode, &mut used);
                 }
             } else {
-                let ids = if opts.case_insensitive { t.ensembl_ids_any_case(g) } else { t.ensembl_ids(g).iter().map(|s| s.as_str()).collect() };
+                let ids = if opts.case_insensitive {
+                    t.ensembl_ids_any_case(g)
+                } else {
+                    t.ensembl_ids(g).iter().map(|s| s.as_str()).collect()
+                };
                 for id in ids {
                     let c = exact.get(id).copied();
                     if take(&mut out, v, c, MatchKind::Gencode, &mut used) {
@@ -374,8 +385,10 @@ pub fn match_genes(dataset_genes: &[String], vocab: &[String], opts: &GeneMatchO
         }
     }
     let n_matched = out.iter().filter(|m| m.is_some()).count();
-    let unmatched_dataset: Vec<String> = dataset_genes.iter().zip(&used).filter(|(_, u)| !**u).map(|(g, _)| g.clone()).collect();
-    let unmatched_vocab: Vec<String> = vocab.iter().zip(&out).filter(|(_, m)| m.is_none()).map(|(g, _)| g.clone()).collect();
+    let unmatched_dataset: Vec<String> =
+        dataset_genes.iter().zip(&used).filter(|(_, u)| !**u).map(|(g, _)| g.clone()).collect();
+    let unmatched_vocab: Vec<String> =
+        vocab.iter().zip(&out).filter(|(_, m)| m.is_none()).map(|(g, _)| g.clone()).collect();
     let mut notes = Vec::new();
     if looks_mouse(dataset_genes) && !looks_mouse(vocab) {
         notes.push("the dataset genes look like mouse genes (ENSMUSG ids or Actb-style symbols); GENCODE v44 is human-only, so only symbols equal up to case can match".to_string());
@@ -462,7 +475,9 @@ mod tests {
         let text = m.report().to_string();
         assert!(text.contains("matched 2 of 3") && text.contains("via GENCODE 2"), "{text}");
         // without GENCODE nothing matches: an error with examples of both sides
-        let e = match_genes(&dataset, &vocab, &GeneMatchOptions { use_gencode: false, ..Default::default() }).unwrap_err().to_string();
+        let e = match_genes(&dataset, &vocab, &GeneMatchOptions { use_gencode: false, ..Default::default() })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ENSG00000141510.18") && e.contains("GAPDH") && e.contains("use_gencode"), "{e}");
     }
 
@@ -489,7 +504,8 @@ mod tests {
         // Actb/Gapdh match the human symbols ACTB/GAPDH up to case only through GENCODE
         assert_eq!(m.n_matched, 2);
         assert!(m.notes.iter().any(|n| n.contains("mouse")), "{:?}", m.notes);
-        let e = match_genes(&s(&["Trp53", "Xist2"]), &s(&["ENSG00000075624"]), &GeneMatchOptions::default()).unwrap_err();
+        let e =
+            match_genes(&s(&["Trp53", "Xist2"]), &s(&["ENSG00000075624"]), &GeneMatchOptions::default()).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("mouse") && text.contains("Trp53") && text.contains("ENSG00000075624"), "{text}");
     }

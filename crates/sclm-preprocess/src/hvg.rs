@@ -1,7 +1,7 @@
 //! `sc.pp.highly_variable_genes`, flavors `seurat` (log data) and `seurat_v3` (counts).
 
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Column, Matrix, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::loess::{loess_fit, LoessOptions, Surface};
 use crate::stats::{col_stats, for_row, ordered_sum};
@@ -260,7 +260,8 @@ pub fn hvg_seurat_v3(x: &Matrix, batches: &[Vec<usize>], n_top_genes: usize, spa
             }
         })
         .collect();
-    let variances_norm: Vec<f64> = (0..g).map(|j| norm_vars.iter().map(|nv| nv[j]).sum::<f64>() / nbatch as f64).collect();
+    let variances_norm: Vec<f64> =
+        (0..g).map(|j| norm_vars.iter().map(|nv| nv[j]).sum::<f64>() / nbatch as f64).collect();
     // sort by rank ascending (NaN last), then number of batches descending; stable
     let mut order: Vec<usize> = (0..g).collect();
     order.sort_by(|&a, &b| {
@@ -337,7 +338,8 @@ fn seurat_stats(mean: &[f64], var: &[f64], n_bins: usize) -> (Vec<f64>, Vec<f64>
             ss[bins[j]] += (disp[j] - avg[bins[j]]).powi(2);
         }
     }
-    let mut dev: Vec<f64> = (0..n_bins).map(|b| if cnt[b] > 1 { (ss[b] / (cnt[b] - 1) as f64).sqrt() } else { f64::NAN }).collect();
+    let mut dev: Vec<f64> =
+        (0..n_bins).map(|b| if cnt[b] > 1 { (ss[b] / (cnt[b] - 1) as f64).sqrt() } else { f64::NAN }).collect();
     let mut avg = avg;
     for b in 0..n_bins {
         if dev[b].is_nan() {
@@ -425,7 +427,13 @@ pub fn hvg_seurat(x: &Matrix, batches: &[Vec<usize>], opts: &HvgOptions, log_bas
         let (m, v) = mean_var(&s, &s2, rows.len());
         let (means, disp, norm) = seurat_stats(&m, &v, opts.n_bins);
         let hv = seurat_select(&means, &norm, opts);
-        return Ok(HvgResult { highly_variable: hv, means, dispersions: Some(disp), dispersions_norm: Some(norm), ..Default::default() });
+        return Ok(HvgResult {
+            highly_variable: hv,
+            means,
+            dispersions: Some(disp),
+            dispersions_norm: Some(norm),
+            ..Default::default()
+        });
     }
     // per batch on the genes expressed in it, then merged
     let nb = batches.len();

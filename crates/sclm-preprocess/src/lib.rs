@@ -27,12 +27,10 @@ pub mod pipeline;
 pub mod qc;
 mod stats;
 
-
 pub use genes::{make_var_names_unique, match_genes, GeneMatch, GeneMatchOptions, GeneMatchReport, GeneVocab};
 pub use hvg::{highly_variable_genes, HvgFlavor, HvgOptions, HvgResult};
-pub use pca::{pca, pca_adata, Pca, PcaOptions};
 pub use normalize::{log1p, normalize_total, normalize_total_adata, scale, NormalizeOptions};
-
+pub use pca::{pca, pca_adata, Pca, PcaOptions};
 
 pub use pipeline::{parse_steps, run, steps_to_string, Step, StepReport};
 pub use qc::{calculate_qc_metrics, filter_cells, filter_genes, CellFilter, GeneFilter, QcMetrics, QcOptions};

@@ -63,7 +63,13 @@ pub fn loess_fit(x: &[f64], y: &[f64], opts: &LoessOptions) -> Result<Vec<f64>> 
     }
     let nf = ((n as f64 * opts.span + 1e-5).floor() as usize).min(n);
     if nf <= opts.degree {
-        return Err(invalid(step, format!("span {} leaves {nf} points per neighbourhood for {n} points; too few for degree {}", opts.span, opts.degree)));
+        return Err(invalid(
+            step,
+            format!(
+                "span {} leaves {nf} points per neighbourhood for {n} points; too few for degree {}",
+                opts.span, opts.degree
+            ),
+        ));
     }
     // points sorted by x
     let mut order: Vec<usize> = (0..n).collect();
@@ -156,7 +162,10 @@ impl LocalFit<'_> {
             }
         }
         let sol = solve_sym(&ata, &atb, k).ok_or_else(|| {
-            invalid("loess", format!("singular local fit at x = {q}: fewer than {k} distinct x values in the neighbourhood"))
+            invalid(
+                "loess",
+                format!("singular local fit at x = {q}: fewer than {k} distinct x values in the neighbourhood"),
+            )
         })?;
         let value = sol[0] / colnorm[0];
         let slope = if k > 1 { sol[1] / colnorm[1] } else { 0.0 };
@@ -226,7 +235,8 @@ impl KdTree1 {
         while p < pending.len() {
             let (l, u, v0, v1) = pending[p];
             let diam = vertices[v1] - vertices[v0];
-            let mut leaf = u - l < fc || diam <= 0.0 || ncmax < cells.len() + 2 || (nvmax as f64) < vertices.len() as f64 + 1.0;
+            let mut leaf =
+                u - l < fc || diam <= 0.0 || ncmax < cells.len() + 2 || (nvmax as f64) < vertices.len() as f64 + 1.0;
             let mut m = (l + u) / 2;
             if !leaf {
                 // move the split past tied values: offsets 0, 1, -1, 2, -2, ...
@@ -312,7 +322,9 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert!(loess_fit(&[1.0, 2.0], &[1.0], &LoessOptions::default()).is_err());
-        assert!(loess_fit(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0], &LoessOptions { span: 0.3, ..Default::default() }).is_err());
+        assert!(
+            loess_fit(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0], &LoessOptions { span: 0.3, ..Default::default() }).is_err()
+        );
         assert!(loess_fit(&[1.0, f64::NAN, 3.0, 4.0], &[1.0; 4], &LoessOptions::default()).is_err());
     }
 }

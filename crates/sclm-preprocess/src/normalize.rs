@@ -1,8 +1,8 @@
 //! `sc.pp.normalize_total`, `sc.pp.log1p` and `sc.pp.scale`.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Dense, Matrix, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{col_stats, median};
 use crate::{invalid, Result};
@@ -115,7 +115,10 @@ pub fn log1p(x: &mut Matrix) -> Result<()> {
         Matrix::Dense(d) => &mut d.data,
     };
     if let Some(v) = data.iter().find(|v| **v < 0.0 || !v.is_finite()) {
-        return Err(invalid("log1p", format!("X holds a negative or non-finite value ({v}); log1p expects counts or normalised counts")));
+        return Err(invalid(
+            "log1p",
+            format!("X holds a negative or non-finite value ({v}); log1p expects counts or normalised counts"),
+        ));
     }
     data.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = v.ln_1p()));
     Ok(())

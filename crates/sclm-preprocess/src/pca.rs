@@ -17,8 +17,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Array2, Column, Dense, Matrix, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{col_stats, ordered_sum};
 
@@ -65,7 +65,13 @@ pub struct PcaOptions {
 
 impl Default for PcaOptions {
     fn default() -> Self {
-        PcaOptions { solver: PcaSolver::Auto, zero_center: true, n_oversamples: 30, n_power_iter: 12, use_highly_variable: true }
+        PcaOptions {
+            solver: PcaSolver::Auto,
+            zero_center: true,
+            n_oversamples: 30,
+            n_power_iter: 12,
+            use_highly_variable: true,
+        }
     }
 }
 
@@ -220,7 +226,9 @@ fn randomized_solve(op: &Op<'_>, k: usize, seed: u64, opts: &PcaOptions) -> Resu
     }
     // B = Qᵀ A (l × g), computed as (Aᵀ Q)ᵀ
     let bt = op.tmul(q.as_ref());
-    let svd = bt.thin_svd().map_err(|e| PreprocessError::Numeric(format!("pca: SVD of the projected matrix failed: {e:?}")))?;
+    let svd = bt
+        .thin_svd()
+        .map_err(|e| PreprocessError::Numeric(format!("pca: SVD of the projected matrix failed: {e:?}")))?;
     // Bᵀ = W S Zᵀ  =>  B = Z S Wᵀ: left vectors of B are Z (l × l), right vectors W (g × l)
     let (w, s, z) = (svd.U(), svd.S().column_vector(), svd.V());
     let uq = &q * z; // n × l
@@ -242,9 +250,9 @@ fn covariance_solve(op: &Op<'_>, k: usize) -> Result<(Mat<f64>, Vec<f64>, Mat<f6
             }
         }
     }
-    let evd = gram
-        .self_adjoint_eigen(faer::Side::Lower)
-        .map_err(|e| PreprocessError::Numeric(format!("pca: eigendecomposition of the covariance matrix failed: {e:?}")))?;
+    let evd = gram.self_adjoint_eigen(faer::Side::Lower).map_err(|e| {
+        PreprocessError::Numeric(format!("pca: eigendecomposition of the covariance matrix failed: {e:?}"))
+    })?;
     let (u, s) = (evd.U(), evd.S().column_vector());
     let mut order: Vec<usize> = (0..g).collect();
     order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
@@ -349,22 +357,14 @@ pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<P
         return Err(invalid(step, format!("X holds a non-finite value ({v})")));
     }
     let (mean, var) = col_stats(x, None).mean_var(n);
-    let op = Op {
-        x,
-        mean: if opts.zero_center { Some(mean.clone()) } else { None },
-        n,
-        g,
-    };
+    let op = Op { x, mean: if opts.zero_center { Some(mean.clone()) } else { None }, n, g };
     let use_cov = match opts.solver {
         PcaSolver::CovarianceEigh => true,
         PcaSolver::Randomized => false,
         PcaSolver::Auto => g <= COVARIANCE_MAX_GENES,
     };
-    let (w, sv, uq): (Mat<f64>, Vec<f64>, Mat<f64>) = if use_cov {
-        covariance_solve(&op, n_comps)?
-    } else {
-        randomized_solve(&op, n_comps, seed, opts)?
-    };
+    let (w, sv, uq): (Mat<f64>, Vec<f64>, Mat<f64>) =
+        if use_cov { covariance_solve(&op, n_comps)? } else { randomized_solve(&op, n_comps, seed, opts)? };
     let k = n_comps;
     let mut emb = Dense::<f32>::zeros(n, k);
     let mut comps = Dense::<f32>::zeros(k, g);

@@ -30,8 +30,8 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Matrix};
+use serde::{Deserialize, Serialize};
 
 use crate::hvg::{highly_variable_genes, HvgFlavor, HvgOptions};
 use crate::normalize::{log1p_adata, normalize_total_adata, scale, NormalizeOptions};
@@ -128,7 +128,11 @@ impl Step {
 
 fn fmt_num(v: f64) -> String {
     if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -252,7 +256,13 @@ impl<'a> Kv<'a> {
     fn check_keys(&self, allowed: &[&str]) -> Result<()> {
         for (k, _) in &self.pairs {
             if !allowed.contains(k) {
-                return Err(perr(self.step, format!("unknown option '{k}' for this step; known: {}", if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") })));
+                return Err(perr(
+                    self.step,
+                    format!(
+                        "unknown option '{k}' for this step; known: {}",
+                        if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                    ),
+                ));
             }
         }
         Ok(())
@@ -268,7 +278,9 @@ impl<'a> Kv<'a> {
             Some(v) => v.parse::<T>().map(Some).or_else(|_| {
                 // integers written as floats, e.g. 1e4 or 200.0
                 match v.parse::<f64>() {
-                    Ok(x) if x.fract() == 0.0 && x.is_finite() => format!("{}", x as i64).parse::<T>().map(Some).map_err(|_| ()),
+                    Ok(x) if x.fract() == 0.0 && x.is_finite() => {
+                        format!("{}", x as i64).parse::<T>().map(Some).map_err(|_| ())
+                    }
                     _ => Err(()),
                 }
                 .map_err(|_| perr(self.step, format!("option {key}='{v}' is not a valid number")))
@@ -282,7 +294,10 @@ impl<'a> Kv<'a> {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "inf" | "+inf" | "infinity" => Ok(Some(f64::INFINITY)),
                 "-inf" | "-infinity" => Ok(Some(f64::NEG_INFINITY)),
-                _ => v.parse::<f64>().map(Some).map_err(|_| perr(self.step, format!("option {key}='{v}' is not a valid number"))),
+                _ => v
+                    .parse::<f64>()
+                    .map(Some)
+                    .map_err(|_| perr(self.step, format!("option {key}='{v}' is not a valid number"))),
             },
         }
     }
@@ -441,11 +456,18 @@ pub fn run(adata: &mut AnnData, steps: &[Step], seed: u64) -> Result<Vec<StepRep
     for (i, step) in steps.iter().enumerate() {
         let label = format!("step {} ({})", i + 1, step);
         let wrap = |e: PreprocessError| match e {
-            PreprocessError::Invalid { step, message } => PreprocessError::Invalid { step: format!("{label}: {step}"), message },
+            PreprocessError::Invalid { step, message } => {
+                PreprocessError::Invalid { step: format!("{label}: {step}"), message }
+            }
             PreprocessError::Data(d) => PreprocessError::Invalid { step: label.clone(), message: d.to_string() },
             other => other,
         };
-        if step.transforms_x() && !saved_counts && steps[i + 1..].iter().any(|s| s.needs_raw_counts()) && !adata.layers.contains_key("counts") && adata.x.looks_like_counts() {
+        if step.transforms_x()
+            && !saved_counts
+            && steps[i + 1..].iter().any(|s| s.needs_raw_counts())
+            && !adata.layers.contains_key("counts")
+            && adata.x.looks_like_counts()
+        {
             adata.layers.insert("counts".into(), adata.x.clone());
             saved_counts = true;
         }
@@ -480,17 +502,25 @@ pub fn run(adata: &mut AnnData, steps: &[Step], seed: u64) -> Result<Vec<StepRep
             }
             Step::Hvg(h) => {
                 let mut h = h.clone();
-                if h.flavor == HvgFlavor::SeuratV3 && h.layer.is_none() && !adata.x.looks_like_counts() && saved_counts {
+                if h.flavor == HvgFlavor::SeuratV3 && h.layer.is_none() && !adata.x.looks_like_counts() && saved_counts
+                {
                     h.layer = Some("counts".into());
                 }
                 let r = highly_variable_genes(adata, &h).map_err(wrap)?;
                 let n = r.highly_variable.iter().filter(|b| **b).count();
-                format!("{n} highly variable genes of {g0} ({}){}", h.flavor.name(), if h.subset { ", subset" } else { "" })
+                format!(
+                    "{n} highly variable genes of {g0} ({}){}",
+                    h.flavor.name(),
+                    if h.subset { ", subset" } else { "" }
+                )
             }
             Step::Scale(s) => {
                 let (d, _, _) = scale(&adata.x, s.zero_center, s.max_value).map_err(wrap)?;
                 adata.x = Matrix::Dense(d);
-                format!("scaled {g0} genes (dense){}", s.max_value.map(|m| format!(", clipped at {m}")).unwrap_or_default())
+                format!(
+                    "scaled {g0} genes (dense){}",
+                    s.max_value.map(|m| format!(", clipped at {m}")).unwrap_or_default()
+                )
             }
             Step::Pca(p) => {
                 let kmax = n0.min(g0).saturating_sub(1).max(1);
@@ -515,7 +545,10 @@ mod tests {
         let steps = parse_steps(s).unwrap();
         assert_eq!(steps.len(), 7);
         assert_eq!(steps[0], Step::FilterCells(CellFilter { min_genes: Some(200), ..Default::default() }));
-        assert_eq!(steps[2], Step::NormalizeTotal(NormalizeOptions { target_sum: Some(1e4), exclude_highly_expressed: None }));
+        assert_eq!(
+            steps[2],
+            Step::NormalizeTotal(NormalizeOptions { target_sum: Some(1e4), exclude_highly_expressed: None })
+        );
         match &steps[4] {
             Step::Hvg(h) => {
                 assert_eq!(h.flavor, HvgFlavor::SeuratV3);
@@ -533,7 +566,10 @@ mod tests {
         let back: Vec<Step> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, steps);
         let qc = parse_steps(" qc : mito_prefix=MT-|mt-|Mt- , normalize_total:target_sum=median, hvg:max_disp=inf:max_mean=inf, pca:solver=randomized:n_power_iter=4").unwrap();
-        assert_eq!(qc[0], Step::Qc(QcOptions { mito_prefixes: vec!["MT-".into(), "mt-".into(), "Mt-".into()], log1p: true }));
+        assert_eq!(
+            qc[0],
+            Step::Qc(QcOptions { mito_prefixes: vec!["MT-".into(), "mt-".into(), "Mt-".into()], log1p: true })
+        );
         assert_eq!(qc[1], Step::NormalizeTotal(NormalizeOptions::default()));
         match &qc[3] {
             Step::Pca(p) => assert_eq!((p.options.solver, p.options.n_power_iter), (PcaSolver::Randomized, 4)),

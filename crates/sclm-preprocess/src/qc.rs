@@ -1,8 +1,8 @@
 //! Quality-control metrics and cell / gene filters (`sc.pp.calculate_qc_metrics`,
 //! `sc.pp.filter_cells`, `sc.pp.filter_genes`).
 
-use serde::{Deserialize, Serialize};
 use sclm_data::{AnnData, Column, Matrix};
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{col_stats, row_sums};
 use crate::{invalid, Result};
@@ -73,8 +73,11 @@ pub fn qc_metrics(x: &Matrix, mito: &[bool]) -> Result<QcMetrics> {
             })
             .collect()
     };
-    let pct_counts_mt =
-        total_counts_mt.iter().zip(&total_counts).map(|(m, t)| if *t > 0.0 { 100.0 * m / t } else { f64::NAN }).collect();
+    let pct_counts_mt = total_counts_mt
+        .iter()
+        .zip(&total_counts)
+        .map(|(m, t)| if *t > 0.0 { 100.0 * m / t } else { f64::NAN })
+        .collect();
     let cs = col_stats(x, None);
     let nf = n.max(1) as f64;
     Ok(QcMetrics {
@@ -170,7 +173,8 @@ fn pass(count: f64, n: u32, min_c: Option<f64>, min_n: Option<u32>, max_c: Optio
 /// Indices of the cells that pass `f`, with the per-cell totals and gene counts.
 pub fn filter_cells_mask(x: &Matrix, f: &CellFilter) -> (Vec<usize>, Vec<f64>, Vec<u32>) {
     let (tot, ng) = row_sums(x);
-    let keep = (0..tot.len()).filter(|&i| pass(tot[i], ng[i], f.min_counts, f.min_genes, f.max_counts, f.max_genes)).collect();
+    let keep =
+        (0..tot.len()).filter(|&i| pass(tot[i], ng[i], f.min_counts, f.min_genes, f.max_counts, f.max_genes)).collect();
     (keep, tot, ng)
 }
 

@@ -148,7 +148,8 @@ mod tests {
     /// sequential one over chunks, bit for bit, on any thread count.
     #[test]
     fn ordered_sum_fixes_the_order_of_additions() {
-        let items: Vec<f64> = (0..64 * 50i32).map(|i| ((i * 7919 % 1000) as f64 - 500.0) * 10f64.powi(i % 17 - 8)).collect();
+        let items: Vec<f64> =
+            (0..64 * 50i32).map(|i| ((i * 7919 % 1000) as f64 - 500.0) * 10f64.powi(i % 17 - 8)).collect();
         let part = |c: &[f64]| c.iter().sum::<f64>();
         let sequential = items.chunks(64).map(part).fold(0.0, |a, b| a + b);
         for threads in [1, 2, 5] {

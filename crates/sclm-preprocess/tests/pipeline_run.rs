@@ -1,8 +1,8 @@
 //! Runs step strings end to end on the scanpy fixture.
 
-use serde_json::Value as J;
 use sclm_data::{AnnData, Array2, Column, CsrMatrix, Matrix};
 use sclm_preprocess::{parse_steps, run, PreprocessError};
+use serde_json::Value as J;
 
 fn fixture() -> J {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scanpy_preprocess.json");
@@ -40,12 +40,15 @@ fn full_recipe_selects_scanpys_seurat_v3_genes() {
     for r in &reports {
         eprintln!("{}: {} -> {} x {}", r.step, r.summary, r.n_obs, r.n_vars);
     }
-    let shape: Vec<usize> = fx["filtered_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> =
+        fx["filtered_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(ad.n_obs(), shape[0]);
     assert_eq!(ad.n_vars(), 100);
     // the genes kept are scanpy's seurat_v3 selection on the counts (saved automatically)
-    let filtered_genes: Vec<usize> = fx["filter"]["genes_min_cells_3"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    let names: Vec<String> = fx["var_names"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let filtered_genes: Vec<usize> =
+        fx["filter"]["genes_min_cells_3"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let names: Vec<String> =
+        fx["var_names"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
     let expected: Vec<String> = fx["hvg_seurat_v3"]["highly_variable"]
         .as_array()
         .unwrap()
@@ -96,7 +99,8 @@ fn recipe_is_bit_identical_across_thread_counts() {
     }
     let mut base = AnnData::new(Matrix::Csr(CsrMatrix::new(n, g, indptr, indices, data).unwrap()));
     base.var.index = (0..g).map(|j| format!("G{j}")).collect();
-    let steps = parse_steps("hvg:flavor=seurat_v3:n_top_genes=100,normalize_total:target_sum=1e4,log1p,pca:n_comps=10").unwrap();
+    let steps = parse_steps("hvg:flavor=seurat_v3:n_top_genes=100,normalize_total:target_sum=1e4,log1p,pca:n_comps=10")
+        .unwrap();
     let on = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut ad = base.clone();

@@ -1,12 +1,12 @@
 //! Compares sclm-preprocess with scanpy on the fixture written by
 //! scripts/fixtures/make_preprocess_fixtures.py.
 
-use serde_json::Value as J;
 use sclm_data::{AnnData, Column, CsrMatrix, Matrix};
 use sclm_preprocess::hvg::{highly_variable_genes, HvgFlavor, HvgOptions};
 use sclm_preprocess::loess::{loess_fit, LoessOptions, Surface};
 use sclm_preprocess::normalize::{log1p, normalize_total, scale, NormalizeOptions};
 use sclm_preprocess::qc::{calculate_qc_metrics, filter_cells, filter_genes, CellFilter, GeneFilter, QcOptions};
+use serde_json::Value as J;
 
 fn fixture() -> J {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scanpy_preprocess.json");
@@ -94,10 +94,27 @@ fn filters_match_scanpy() {
     let f = &fx["filter"];
     let ad = input(&fx);
     let cases: Vec<(Vec<usize>, &J)> = vec![
-        (sclm_preprocess::qc::filter_cells_mask(&ad.x, &CellFilter { min_genes: Some(30), ..Default::default() }).0, &f["cells_min_genes_30"]),
-        (sclm_preprocess::qc::filter_cells_mask(&ad.x, &CellFilter { max_counts: Some(400.0), ..Default::default() }).0, &f["cells_max_counts_400"]),
-        (sclm_preprocess::qc::filter_genes_mask(&ad.x, &GeneFilter { min_cells: Some(3), ..Default::default() }).0, &f["genes_min_cells_3"]),
-        (sclm_preprocess::qc::filter_genes_mask(&ad.x, &GeneFilter { min_counts: Some(15.0), ..Default::default() }).0, &f["genes_min_counts_15"]),
+        (
+            sclm_preprocess::qc::filter_cells_mask(&ad.x, &CellFilter { min_genes: Some(30), ..Default::default() }).0,
+            &f["cells_min_genes_30"],
+        ),
+        (
+            sclm_preprocess::qc::filter_cells_mask(
+                &ad.x,
+                &CellFilter { max_counts: Some(400.0), ..Default::default() },
+            )
+            .0,
+            &f["cells_max_counts_400"],
+        ),
+        (
+            sclm_preprocess::qc::filter_genes_mask(&ad.x, &GeneFilter { min_cells: Some(3), ..Default::default() }).0,
+            &f["genes_min_cells_3"],
+        ),
+        (
+            sclm_preprocess::qc::filter_genes_mask(&ad.x, &GeneFilter { min_counts: Some(15.0), ..Default::default() })
+                .0,
+            &f["genes_min_counts_15"],
+        ),
     ];
     for (got, exp) in cases {
         assert_eq!(got, usizes(exp));
@@ -155,7 +172,8 @@ fn hvg_seurat_v3_matches_scanpy() {
     for (key, batch) in [("hvg_seurat_v3", None), ("hvg_seurat_v3_batch", Some("batch".to_string()))] {
         let mut ad = filtered(&fx);
         let batch_key_set = batch.is_some();
-        let opts = HvgOptions { flavor: HvgFlavor::SeuratV3, n_top_genes: Some(100), batch_key: batch, ..Default::default() };
+        let opts =
+            HvgOptions { flavor: HvgFlavor::SeuratV3, n_top_genes: Some(100), batch_key: batch, ..Default::default() };
         let r = highly_variable_genes(&mut ad, &opts).unwrap();
         let e = &fx[key];
         let em = max_rel(&r.means, &f64s(&e["means"]), 1e-9);
@@ -172,10 +190,20 @@ fn hvg_seurat_v3_matches_scanpy() {
                 if batch_key_set {
                     // with batches the rank is a median of per-batch ranks (which may hold
                     // ties); only small differences are acceptable
-                    assert!((rank[j] - erank[j]).abs() <= 10.0, "{key}: gene {j} rank {} vs scanpy {}", rank[j], erank[j]);
+                    assert!(
+                        (rank[j] - erank[j]).abs() <= 10.0,
+                        "{key}: gene {j} rank {} vs scanpy {}",
+                        rank[j],
+                        erank[j]
+                    );
                 } else {
                     let k = (0..rank.len()).find(|&k| erank[k] == rank[j]).expect("rank taken by another gene");
-                    assert!((vn[j] - vn[k]).abs() <= 1e-12 * vn[j].abs(), "{key}: gene {j} rank {} vs scanpy {} (not a tie)", rank[j], erank[j]);
+                    assert!(
+                        (vn[j] - vn[k]).abs() <= 1e-12 * vn[j].abs(),
+                        "{key}: gene {j} rank {} vs scanpy {} (not a tie)",
+                        rank[j],
+                        erank[j]
+                    );
                 }
                 swapped += 1;
             }
@@ -330,6 +358,8 @@ fn bad_inputs_give_clear_errors() {
     let e = scale(&ad.x, true, Some(0.0)).unwrap_err().to_string();
     assert!(e.contains("max_value"), "{e}");
     let mut ad2 = ad.clone();
-    let e = highly_variable_genes(&mut ad2, &HvgOptions { batch_key: Some("donor".into()), ..Default::default() }).unwrap_err().to_string();
+    let e = highly_variable_genes(&mut ad2, &HvgOptions { batch_key: Some("donor".into()), ..Default::default() })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("donor") && e.contains("batch"), "{e}");
 }

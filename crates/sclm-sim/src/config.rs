@@ -312,10 +312,7 @@ impl SimConfig {
             return Err(bad(format!("n_genes must be below 2^32, got {}", self.n_genes)));
         }
         if self.n_mito >= self.n_genes {
-            return Err(bad(format!(
-                "n_mito ({}) must be smaller than n_genes ({})",
-                self.n_mito, self.n_genes
-            )));
+            return Err(bad(format!("n_mito ({}) must be smaller than n_genes ({})", self.n_mito, self.n_genes)));
         }
         if self.n_types == 0 || self.n_types > u16::MAX as usize {
             return Err(bad(format!("n_types must be between 1 and 65535, got {}", self.n_types)));
@@ -345,7 +342,10 @@ impl SimConfig {
         check_non_negative("outlier_scale", self.outlier_scale)?;
         check_finite("lib_loc", self.lib_loc)?;
         if self.lib_loc > 25.0 {
-            return Err(bad(format!("lib_loc is the log of the median library size; {} is far too large", self.lib_loc)));
+            return Err(bad(format!(
+                "lib_loc is the log of the median library size; {} is far too large",
+                self.lib_loc
+            )));
         }
         check_non_negative("lib_scale", self.lib_scale)?;
         check_non_negative("type_lib_sd", self.type_lib_sd)?;
@@ -385,7 +385,9 @@ impl SimConfig {
             let n_real = self.n_genes - self.n_mito;
             if p.genes.is_empty() {
                 if p.n_perturbed == 0 {
-                    return Err(bad("perturbation.n_perturbed must be at least 1 when perturbation.genes is empty".into()));
+                    return Err(bad(
+                        "perturbation.n_perturbed must be at least 1 when perturbation.genes is empty".into()
+                    ));
                 }
                 if p.n_perturbed > n_real / 2 {
                     return Err(bad(format!(

@@ -230,11 +230,8 @@ impl GroundTruth {
         let mut acc = 0.0;
         for (b, f) in fr.iter().enumerate() {
             acc += f;
-            let end = if b + 1 == cfg.n_batches {
-                cfg.n_cells
-            } else {
-                ((acc / fsum) * cfg.n_cells as f64).round() as usize
-            };
+            let end =
+                if b + 1 == cfg.n_batches { cfg.n_cells } else { ((acc / fsum) * cfg.n_cells as f64).round() as usize };
             batch_bounds.push(end.clamp(*batch_bounds.last().unwrap(), cfg.n_cells));
         }
         let mut batch_log_factors = Dense::<f64>::zeros(cfg.n_batches, g);
@@ -340,8 +337,10 @@ impl GroundTruth {
     pub fn is_de(&self) -> Vec<bool> {
         let g = self.gene_names.len();
         (0..g)
-            .map(|i| (0..self.de_log_factors.nrows).any(|t| self.type_log_factors.get(t, i) != 0.0)
-                || (0..self.lineage_log_factors.nrows).any(|l| self.lineage_log_factors.get(l, i) != 0.0))
+            .map(|i| {
+                (0..self.de_log_factors.nrows).any(|t| self.type_log_factors.get(t, i) != 0.0)
+                    || (0..self.lineage_log_factors.nrows).any(|l| self.lineage_log_factors.get(l, i) != 0.0)
+            })
             .collect()
     }
 

@@ -363,8 +363,7 @@ impl SimStream {
                 self.n_cells()
             )));
         }
-        let blocks: Vec<(usize, usize)> =
-            (start..end).step_by(BLOCK).map(|a| (a, (a + BLOCK).min(end))).collect();
+        let blocks: Vec<(usize, usize)> = (start..end).step_by(BLOCK).map(|a| (a, (a + BLOCK).min(end))).collect();
         let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = blocks
             .par_iter()
             .map(|&(a, b)| {
@@ -417,8 +416,7 @@ impl SimStream {
         let lib = self.lib_size[c];
         // Genes from `n_real` on are mitochondrial; damaged cells shift counts towards them.
         let n_real = g_n - self.cfg.n_mito;
-        let (mult_real, mult_mt) =
-            if self.damaged[c] { self.damaged_mult[t * nb + b] } else { (1.0, 1.0) };
+        let (mult_real, mult_mt) = if self.damaged[c] { self.damaged_mult[t * nb + b] } else { (1.0, 1.0) };
         let (lib_real, lib_mt) = (lib * mult_real, lib * mult_mt);
         let common = self.cfg.bcv_common;
         let dropout = self.cfg.dropout.as_ref().map(|d| (d.mid, d.shape));

@@ -59,7 +59,8 @@ fn same_seed_same_data_different_seed_differs() {
 
 #[test]
 fn chunks_do_not_depend_on_chunk_size_and_match_simulate() {
-    let cfg = SimConfig { spatial: Some(SpatialConfig::default()), perturbation: Some(PerturbConfig::default()), ..small(3) };
+    let cfg =
+        SimConfig { spatial: Some(SpatialConfig::default()), perturbation: Some(PerturbConfig::default()), ..small(3) };
     let sim = simulate(&cfg).unwrap();
     let stream = SimStream::new(&cfg).unwrap();
     for size in [1, 37, 300, 1000] {
@@ -175,7 +176,11 @@ fn de_genes_differ_between_types_more_than_other_genes() {
                 k += 1.0;
             }
         }
-        if is_de[g] { de.push(s / k) } else { nde.push(s / k) }
+        if is_de[g] {
+            de.push(s / k)
+        } else {
+            nde.push(s / k)
+        }
     }
     let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(de.len() > 20 && nde.len() > 20);
@@ -184,7 +189,8 @@ fn de_genes_differ_between_types_more_than_other_genes() {
 
 #[test]
 fn batches_shift_gene_means_as_their_factors_say() {
-    let cfg = SimConfig { n_cells: 800, n_genes: 300, n_types: 1, n_lineages: 1, batch_scale: 0.2, ..SimConfig::default() };
+    let cfg =
+        SimConfig { n_cells: 800, n_genes: 300, n_types: 1, n_lineages: 1, batch_scale: 0.2, ..SimConfig::default() };
     let sim = simulate(&cfg).unwrap();
     let x = dense(csr(&sim.adata.x));
     let batch = codes(sim.adata.obs.get("batch").unwrap());
@@ -236,7 +242,15 @@ fn spatial_cells_of_a_type_are_close_together() {
 #[test]
 fn perturbation_knocks_down_its_gene_and_moves_targets() {
     let pcfg = PerturbConfig { n_perturbed: 3, fraction: 0.75, n_targets: 15, ..PerturbConfig::default() };
-    let cfg = SimConfig { n_cells: 1200, n_genes: 400, n_types: 2, n_lineages: 1, n_batches: 1, perturbation: Some(pcfg), ..SimConfig::default() };
+    let cfg = SimConfig {
+        n_cells: 1200,
+        n_genes: 400,
+        n_types: 2,
+        n_lineages: 1,
+        n_batches: 1,
+        perturbation: Some(pcfg),
+        ..SimConfig::default()
+    };
     let sim = simulate(&cfg).unwrap();
     let x = dense(csr(&sim.adata.x));
     let pert = sim.adata.obs.get("perturbation").unwrap();

@@ -44,12 +44,7 @@ fn main() {
         println!("{k}\t{:?}\t{}", v.shape, v.dtype);
         total += v.numel();
     }
-    println!(
-        "{} tensors, {} values, read in {:.3} s",
-        sd.len(),
-        total,
-        secs
-    );
+    println!("{} tensors, {} values, read in {:.3} s", sd.len(), total, secs);
     if let Some(other) = compare {
         let o = match sclm_weights::read_safetensors(&other) {
             Ok(o) => o,

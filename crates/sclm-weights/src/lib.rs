@@ -39,21 +39,14 @@ pub fn read_weights(path: impl AsRef<std::path::Path>, key_path: &str) -> Result
     let mut head = [0u8; 4];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|source| WeightsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut f =
+            std::fs::File::open(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
         let mut n = 0;
         while n < head.len() {
             match f.read(&mut head[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
-                Err(source) => {
-                    return Err(WeightsError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(WeightsError::Io { path: path.to_path_buf(), source }),
             }
         }
         n
@@ -66,10 +59,8 @@ pub fn read_weights(path: impl AsRef<std::path::Path>, key_path: &str) -> Result
         return Ok(sd);
     }
     let prefix = format!("{}.", key_path.trim_end_matches('.').replace('/', "."));
-    let out: StateDict = sd
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v)))
-        .collect();
+    let out: StateDict =
+        sd.into_iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v))).collect();
     if out.is_empty() {
         return Err(WeightsError::KeyPath {
             path: path.to_path_buf(),

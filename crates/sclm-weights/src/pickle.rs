@@ -85,10 +85,9 @@ impl PyValue {
     /// Looks a string key up in a dict.
     pub fn get(&self, key: &str) -> Option<&PyValue> {
         match self {
-            PyValue::Dict(items) => items
-                .iter()
-                .find(|(k, _)| matches!(k, PyValue::Str(s) if s == key))
-                .map(|(_, v)| v),
+            PyValue::Dict(items) => {
+                items.iter().find(|(k, _)| matches!(k, PyValue::Str(s) if s == key)).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -220,19 +219,10 @@ pub fn load(
     pos: &mut usize,
     persistent_load: &mut dyn FnMut(&PyValue) -> std::result::Result<PyValue, String>,
 ) -> PResult<PyValue> {
-    let mut m = Machine {
-        data,
-        pos: *pos,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-        op_start: *pos,
-    };
+    let mut m = Machine { data, pos: *pos, stack: Vec::new(), memo: HashMap::new(), op_start: *pos };
     let out = m.run(persistent_load)?;
     *pos = m.pos;
-    let v = freeze(&out, 0, &mut budget()).map_err(|reason| PickleError {
-        offset: m.op_start,
-        reason,
-    })?;
+    let v = freeze(&out, 0, &mut budget()).map_err(|reason| PickleError { offset: m.op_start, reason })?;
     Ok(v)
 }
 
@@ -246,10 +236,7 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn err<T>(&self, reason: impl Into<String>) -> PResult<T> {
-        Err(PickleError {
-            offset: self.op_start,
-            reason: reason.into(),
-        })
+        Err(PickleError { offset: self.op_start, reason: reason.into() })
     }
 
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
@@ -320,10 +307,7 @@ impl<'a> Machine<'a> {
 
     fn top_mut(&mut self) -> PResult<&mut V> {
         match self.stack.last_mut() {
-            Some(V::Mark) | None => Err(PickleError {
-                offset: self.op_start,
-                reason: "stack underflow".into(),
-            }),
+            Some(V::Mark) | None => Err(PickleError { offset: self.op_start, reason: "stack underflow".into() }),
             Some(v) => Ok(v),
         }
     }
@@ -360,10 +344,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn run(
-        &mut self,
-        pl: &mut dyn FnMut(&PyValue) -> std::result::Result<PyValue, String>,
-    ) -> PResult<V> {
+    fn run(&mut self, pl: &mut dyn FnMut(&PyValue) -> std::result::Result<PyValue, String>) -> PResult<V> {
         loop {
             self.op_start = self.pos;
             let op = self.u8()?;
@@ -442,9 +423,7 @@ impl<'a> Machine<'a> {
                 }
                 b'J' => {
                     let b = self.take(4)?;
-                    self.push(PyValue::Int(
-                        i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
-                    ));
+                    self.push(PyValue::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
                 }
                 b'K' => {
                     let v = self.u8()?;
@@ -620,10 +599,8 @@ impl<'a> Machine<'a> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    let pid = freeze(&pid, 0, &mut budget()).map_err(|reason| PickleError {
-                        offset: self.op_start,
-                        reason,
-                    })?;
+                    let pid = freeze(&pid, 0, &mut budget())
+                        .map_err(|reason| PickleError { offset: self.op_start, reason })?;
                     match pl(&pid) {
                         Ok(v) => self.push(v),
                         Err(e) => return self.err(e),
@@ -680,10 +657,7 @@ impl<'a> Machine<'a> {
                 o.borrow_mut().items.extend(pairs);
                 Ok(())
             }
-            _ => Err(PickleError {
-                offset,
-                reason: "SETITEM(S) on a value that is not a dict".into(),
-            }),
+            _ => Err(PickleError { offset, reason: "SETITEM(S) on a value that is not a dict".into() }),
         }
     }
 
@@ -698,10 +672,7 @@ impl<'a> Machine<'a> {
                 o.borrow_mut().list.extend(items);
                 Ok(())
             }
-            _ => Err(PickleError {
-                offset,
-                reason: "APPEND(S) on a value that is not a list".into(),
-            }),
+            _ => Err(PickleError { offset, reason: "APPEND(S) on a value that is not a list".into() }),
         }
     }
 
@@ -715,12 +686,8 @@ impl<'a> Machine<'a> {
             V::Tuple(t) => t.as_ref().clone(),
             _ => return self.err(format!("arguments of {module}.{name} are not a tuple")),
         };
-        let frozen = |v: &V| {
-            freeze(v, 0, &mut budget()).map_err(|reason| PickleError {
-                offset: self.op_start,
-                reason,
-            })
-        };
+        let frozen =
+            |v: &V| freeze(v, 0, &mut budget()).map_err(|reason| PickleError { offset: self.op_start, reason });
         match (module, name) {
             ("collections", "OrderedDict")
             | ("builtins", "dict")
@@ -731,26 +698,19 @@ impl<'a> Machine<'a> {
                     if let Some(V::List(l)) = argv.first() {
                         for item in l.borrow().iter() {
                             match item {
-                                V::Tuple(t) if t.len() == 2 => {
-                                    pairs.push((t[0].clone(), t[1].clone()))
-                                }
+                                V::Tuple(t) if t.len() == 2 => pairs.push((t[0].clone(), t[1].clone())),
                                 V::List(p) if p.borrow().len() == 2 => {
                                     let p = p.borrow();
                                     pairs.push((p[0].clone(), p[1].clone()))
                                 }
-                                _ => {
-                                    return self.err("OrderedDict argument is not a list of pairs")
-                                }
+                                _ => return self.err("OrderedDict argument is not a list of pairs"),
                             }
                         }
                     }
                 }
                 Ok(V::Dict(Rc::new(RefCell::new(pairs))))
             }
-            ("builtins", "set")
-            | ("builtins", "frozenset")
-            | ("__builtin__", "set")
-            | ("__builtin__", "frozenset") => {
+            ("builtins", "set") | ("builtins", "frozenset") | ("__builtin__", "set") | ("__builtin__", "frozenset") => {
                 let items = match argv.first() {
                     Some(V::List(l)) => l.borrow().clone(),
                     Some(V::Tuple(t)) => t.as_ref().clone(),
@@ -765,47 +725,31 @@ impl<'a> Machine<'a> {
             },
             ("_codecs", "encode") => match argv.first().map(frozen).transpose()? {
                 // Python 2 byte strings pickled by Python 3: each char is one byte (latin-1).
-                Some(PyValue::Str(s)) => Ok(V::Plain(PyValue::Bytes(
-                    s.chars().map(|c| c as u32 as u8).collect(),
-                ))),
+                Some(PyValue::Str(s)) => Ok(V::Plain(PyValue::Bytes(s.chars().map(|c| c as u32 as u8).collect()))),
                 _ => self.err("_codecs.encode argument is not a string"),
             },
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                 if argv.len() < 4 {
-                    return self.err(format!(
-                        "{name} needs at least 4 arguments, got {}",
-                        argv.len()
-                    ));
+                    return self.err(format!("{name} needs at least 4 arguments, got {}", argv.len()));
                 }
                 let storage = match frozen(&argv[0])? {
                     PyValue::Storage(s) => s,
-                    other => {
-                        return self.err(format!(
-                            "{name}: first argument is {} not a storage",
-                            other.kind()
-                        ))
-                    }
+                    other => return self.err(format!("{name}: first argument is {} not a storage", other.kind())),
                 };
                 let offset = self.as_usize(&frozen(&argv[1])?, "storage offset")?;
                 let shape = self.usize_tuple(&frozen(&argv[2])?, "size")?;
                 let stride = self.usize_tuple(&frozen(&argv[3])?, "stride")?;
                 if shape.len() != stride.len() {
-                    return self.err(format!(
-                        "tensor size {shape:?} and stride {stride:?} differ in rank"
-                    ));
+                    return self.err(format!("tensor size {shape:?} and stride {stride:?} differ in rank"));
                 }
-                Ok(V::Plain(PyValue::Tensor(TensorRef {
-                    storage,
-                    offset,
-                    shape,
-                    stride,
-                })))
+                Ok(V::Plain(PyValue::Tensor(TensorRef { storage, offset, shape, stride })))
             }
-            ("torch._utils", "_rebuild_parameter")
-            | ("torch._utils", "_rebuild_parameter_with_state") => match argv.into_iter().next() {
-                Some(v) => Ok(v),
-                None => self.err(format!("{name} without arguments")),
-            },
+            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+                match argv.into_iter().next() {
+                    Some(v) => Ok(v),
+                    None => self.err(format!("{name} without arguments")),
+                }
+            }
             _ => Ok(V::Obj(Rc::new(RefCell::new(Obj {
                 class: format!("{module}.{name}"),
                 args,
@@ -818,25 +762,15 @@ impl<'a> Machine<'a> {
 
     fn as_usize(&self, v: &PyValue, what: &str) -> PResult<usize> {
         match v {
-            PyValue::Int(i) if *i >= 0 => {
-                usize::try_from(*i).or_else(|_| self.err(format!("{what} too large")))
-            }
-            other => self.err(format!(
-                "{what} must be a non-negative int, got {}",
-                other.kind()
-            )),
+            PyValue::Int(i) if *i >= 0 => usize::try_from(*i).or_else(|_| self.err(format!("{what} too large"))),
+            other => self.err(format!("{what} must be a non-negative int, got {}", other.kind())),
         }
     }
 
     fn usize_tuple(&self, v: &PyValue, what: &str) -> PResult<Vec<usize>> {
         match v {
-            PyValue::Tuple(items) | PyValue::List(items) => {
-                items.iter().map(|x| self.as_usize(x, what)).collect()
-            }
-            other => self.err(format!(
-                "tensor {what} must be a tuple, got {}",
-                other.kind()
-            )),
+            PyValue::Tuple(items) | PyValue::List(items) => items.iter().map(|x| self.as_usize(x, what)).collect(),
+            other => self.err(format!("tensor {what} must be a tuple, got {}", other.kind())),
         }
     }
 }
@@ -868,17 +802,8 @@ fn freeze(v: &V, depth: usize, budget: &mut usize) -> std::result::Result<PyValu
     Ok(match v {
         V::Mark => return Err("MARK left inside an object".into()),
         V::Plain(p) => p.clone(),
-        V::Tuple(t) => PyValue::Tuple(
-            t.iter()
-                .map(|x| freeze(x, d, budget))
-                .collect::<Result<_, _>>()?,
-        ),
-        V::List(l) => PyValue::List(
-            l.borrow()
-                .iter()
-                .map(|x| freeze(x, d, budget))
-                .collect::<Result<_, _>>()?,
-        ),
+        V::Tuple(t) => PyValue::Tuple(t.iter().map(|x| freeze(x, d, budget)).collect::<Result<_, _>>()?),
+        V::List(l) => PyValue::List(l.borrow().iter().map(|x| freeze(x, d, budget)).collect::<Result<_, _>>()?),
         V::Dict(m) => PyValue::Dict(
             m.borrow()
                 .iter()
@@ -898,22 +823,14 @@ fn freeze(v: &V, depth: usize, budget: &mut usize) -> std::result::Result<PyValu
                     .iter()
                     .map(|(k, x)| Ok((freeze(k, d, budget)?, freeze(x, d, budget)?)))
                     .collect::<Result<Vec<_>, String>>()?;
-                let list = o
-                    .list
-                    .iter()
-                    .map(|x| freeze(x, d, budget))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let list = o.list.iter().map(|x| freeze(x, d, budget)).collect::<Result<Vec<_>, _>>()?;
                 let extra = PyValue::Tuple(vec![PyValue::Dict(items), PyValue::List(list)]);
                 state = Some(Box::new(match state {
                     Some(s) => PyValue::Tuple(vec![*s, extra]),
                     None => extra,
                 }));
             }
-            PyValue::Object {
-                class: o.class.clone(),
-                args: Box::new(freeze(&o.args, d, budget)?),
-                state,
-            }
+            PyValue::Object { class: o.class.clone(), args: Box::new(freeze(&o.args, d, budget)?), state }
         }
     })
 }
@@ -934,33 +851,20 @@ mod tests {
     #[test]
     fn basic_values_and_shared_containers() {
         // {'a': [1, -2, 3.5], 'b': <same list>, 'c': (True, None, 'x')} with the list appended to after memoising.
-        let mut p = vec![
-            0x80, 2, b'}', b'(', 0x8c, 1, b'a', b']', b'q', 0, b'(', b'K', 1, b'J',
-        ];
+        let mut p = vec![0x80, 2, b'}', b'(', 0x8c, 1, b'a', b']', b'q', 0, b'(', b'K', 1, b'J'];
         p.extend((-2i32).to_le_bytes());
         p.push(b'G');
         p.extend(3.5f64.to_be_bytes());
-        p.extend([
-            b'e', 0x8c, 1, b'b', b'h', 0, 0x8c, 1, b'c', 0x88, b'N', 0x8c, 1, b'x', 0x87, b'u',
-        ]);
+        p.extend([b'e', 0x8c, 1, b'b', b'h', 0, 0x8c, 1, b'c', 0x88, b'N', 0x8c, 1, b'x', 0x87, b'u']);
         // After the dict is built, append 9 to the memoised list: both references must see it.
         p.extend([b'h', 0, b'K', 9, b'a', b'0', b'.']);
         let v = load_all(&p).unwrap();
-        let list = PyValue::List(vec![
-            PyValue::Int(1),
-            PyValue::Int(-2),
-            PyValue::Float(3.5),
-            PyValue::Int(9),
-        ]);
+        let list = PyValue::List(vec![PyValue::Int(1), PyValue::Int(-2), PyValue::Float(3.5), PyValue::Int(9)]);
         assert_eq!(v.get("a"), Some(&list));
         assert_eq!(v.get("b"), Some(&list));
         assert_eq!(
             v.get("c"),
-            Some(&PyValue::Tuple(vec![
-                PyValue::Bool(true),
-                PyValue::None,
-                PyValue::Str("x".into())
-            ]))
+            Some(&PyValue::Tuple(vec![PyValue::Bool(true), PyValue::None, PyValue::Str("x".into())]))
         );
     }
 
@@ -992,11 +896,7 @@ mod tests {
         }
         p.push(b'.');
         let e = load_all(&p).unwrap_err();
-        assert!(
-            e.reason.contains("too large") || e.reason.contains("too deep"),
-            "{}",
-            e.reason
-        );
+        assert!(e.reason.contains("too large") || e.reason.contains("too deep"), "{}", e.reason);
     }
 
     #[test]

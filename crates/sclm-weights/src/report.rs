@@ -34,10 +34,7 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// Compares a state dict with the tensors a model wants (`(key, shape)` pairs) without taking anything.
-    pub fn check<'a>(
-        sd: &StateDict,
-        wanted: impl IntoIterator<Item = (&'a str, &'a [usize])>,
-    ) -> LoadReport {
+    pub fn check<'a>(sd: &StateDict, wanted: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> LoadReport {
         let mut r = LoadReport::default();
         let mut used = BTreeSet::new();
         for (key, shape) in wanted {
@@ -83,10 +80,7 @@ impl LoadReport {
             }
         }
         for m in self.shape_mismatch.iter().take(5) {
-            s.push_str(&format!(
-                "; '{}' is {:?}, expected {:?}",
-                m.key, m.found, m.expected
-            ));
+            s.push_str(&format!("; '{}' is {:?}, expected {:?}", m.key, m.found, m.expected));
         }
         s
     }
@@ -96,10 +90,7 @@ impl LoadReport {
         if self.is_complete() {
             Ok(())
         } else {
-            Err(WeightsError::Incomplete {
-                path: path.to_path_buf(),
-                summary: self.summary(),
-            })
+            Err(WeightsError::Incomplete { path: path.to_path_buf(), summary: self.summary() })
         }
     }
 }
@@ -115,11 +106,7 @@ pub struct TensorLoader {
 impl TensorLoader {
     /// Wraps a state dict read from `path` (the path is only used in error messages).
     pub fn new(path: impl AsRef<Path>, sd: StateDict) -> Self {
-        TensorLoader {
-            path: path.as_ref().to_path_buf(),
-            sd,
-            report: LoadReport::default(),
-        }
+        TensorLoader { path: path.as_ref().to_path_buf(), sd, report: LoadReport::default() }
     }
 
     /// Takes the tensor `key` if present with exactly `shape`; otherwise records it as missing or
@@ -155,9 +142,7 @@ impl TensorLoader {
             Ok(v) => Some(v),
             Err(_) => {
                 self.report.loaded.pop();
-                self.report
-                    .missing
-                    .push(format!("{key} (not floating point)"));
+                self.report.missing.push(format!("{key} (not floating point)"));
                 None
             }
         }

@@ -10,10 +10,7 @@ use crate::error::{Result, WeightsError};
 use crate::tensor::{decode_contiguous, DType, StateDict, TensorData, TensorValues};
 
 fn format_err(path: &Path, reason: impl Into<String>) -> WeightsError {
-    WeightsError::Format {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    WeightsError::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn map_dtype(d: Dtype) -> Option<DType> {
@@ -41,38 +38,22 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
 }
 
 /// Reads every tensor of a safetensors file and the free-form `__metadata__` string map (empty if none).
-pub fn read_safetensors_with_metadata(
-    path: impl AsRef<Path>,
-) -> Result<(StateDict, HashMap<String, String>)> {
+pub fn read_safetensors_with_metadata(path: impl AsRef<Path>) -> Result<(StateDict, HashMap<String, String>)> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format_err(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| format_err(path, format!("safetensors header: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| format_err(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, format!("safetensors header: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let mut out = StateDict::new();
     for (name, view) in st.tensors() {
-        let terr = |reason: String| WeightsError::Tensor {
-            path: path.to_path_buf(),
-            key: name.clone(),
-            reason,
-        };
-        let dtype = map_dtype(view.dtype())
-            .ok_or_else(|| terr(format!("unsupported dtype {:?}", view.dtype())))?;
+        let terr = |reason: String| WeightsError::Tensor { path: path.to_path_buf(), key: name.clone(), reason };
+        let dtype = map_dtype(view.dtype()).ok_or_else(|| terr(format!("unsupported dtype {:?}", view.dtype())))?;
         let shape = view.shape().to_vec();
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| terr("size overflows".into()))?;
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| terr("size overflows".into()))?;
         if view.data().len() != n * dtype.size() {
-            return Err(terr(format!(
-                "{} bytes for shape {shape:?} of {dtype}",
-                view.data().len()
-            )));
+            return Err(terr(format!("{} bytes for shape {shape:?} of {dtype}", view.data().len())));
         }
         let data = decode_contiguous(dtype, view.data(), false).map_err(terr)?;
         out.insert(name, TensorData { shape, dtype, data });
@@ -121,25 +102,12 @@ pub fn write_safetensors(
             TensorValues::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             TensorValues::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         };
-        views.push((
-            name.as_str(),
-            Bytes {
-                dtype,
-                shape: &t.shape,
-                data,
-            },
-        ));
+        views.push((name.as_str(), Bytes { dtype, shape: &t.shape, data }));
     }
     let bytes = safetensors::tensor::serialize(views, metadata)
         .map_err(|e| format_err(path, format!("cannot serialise: {e}")))?;
     // Write to a temporary name first so that a failure never leaves a half-written file.
     let tmp = path.with_extension("safetensors.partial");
-    std::fs::write(&tmp, &bytes).map_err(|source| WeightsError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(&tmp, &bytes).map_err(|source| WeightsError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })
 }

@@ -120,21 +120,13 @@ impl TensorData {
     /// A float tensor; fails when the number of values does not match the shape.
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         check_len(&shape, data.len())?;
-        Ok(TensorData {
-            shape,
-            dtype: DType::F32,
-            data: TensorValues::F32(data),
-        })
+        Ok(TensorData { shape, dtype: DType::F32, data: TensorValues::F32(data) })
     }
 
     /// An integer tensor; fails when the number of values does not match the shape.
     pub fn from_i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Self> {
         check_len(&shape, data.len())?;
-        Ok(TensorData {
-            shape,
-            dtype: DType::I64,
-            data: TensorValues::I64(data),
-        })
+        Ok(TensorData { shape, dtype: DType::I64, data: TensorValues::I64(data) })
     }
 
     /// Number of elements (product of the shape; 1 for a scalar).
@@ -211,49 +203,19 @@ pub(crate) fn decode_contiguous(
     }
     Ok(match dtype {
         DType::F32 => TensorValues::F32(chunks.map(|c| f32::from_le_bytes(arr!(c, 4))).collect()),
-        DType::F64 => TensorValues::F32(
-            chunks
-                .map(|c| f64::from_le_bytes(arr!(c, 8)) as f32)
-                .collect(),
-        ),
-        DType::F16 => TensorValues::F32(
-            chunks
-                .map(|c| half::f16::from_le_bytes(arr!(c, 2)).to_f32())
-                .collect(),
-        ),
-        DType::BF16 => TensorValues::F32(
-            chunks
-                .map(|c| half::bf16::from_le_bytes(arr!(c, 2)).to_f32())
-                .collect(),
-        ),
+        DType::F64 => TensorValues::F32(chunks.map(|c| f64::from_le_bytes(arr!(c, 8)) as f32).collect()),
+        DType::F16 => TensorValues::F32(chunks.map(|c| half::f16::from_le_bytes(arr!(c, 2)).to_f32()).collect()),
+        DType::BF16 => TensorValues::F32(chunks.map(|c| half::bf16::from_le_bytes(arr!(c, 2)).to_f32()).collect()),
         DType::I64 => TensorValues::I64(chunks.map(|c| i64::from_le_bytes(arr!(c, 8))).collect()),
-        DType::I32 => TensorValues::I64(
-            chunks
-                .map(|c| i32::from_le_bytes(arr!(c, 4)) as i64)
-                .collect(),
-        ),
-        DType::I16 => TensorValues::I64(
-            chunks
-                .map(|c| i16::from_le_bytes(arr!(c, 2)) as i64)
-                .collect(),
-        ),
-        DType::U16 => TensorValues::I64(
-            chunks
-                .map(|c| u16::from_le_bytes(arr!(c, 2)) as i64)
-                .collect(),
-        ),
-        DType::U32 => TensorValues::I64(
-            chunks
-                .map(|c| u32::from_le_bytes(arr!(c, 4)) as i64)
-                .collect(),
-        ),
+        DType::I32 => TensorValues::I64(chunks.map(|c| i32::from_le_bytes(arr!(c, 4)) as i64).collect()),
+        DType::I16 => TensorValues::I64(chunks.map(|c| i16::from_le_bytes(arr!(c, 2)) as i64).collect()),
+        DType::U16 => TensorValues::I64(chunks.map(|c| u16::from_le_bytes(arr!(c, 2)) as i64).collect()),
+        DType::U32 => TensorValues::I64(chunks.map(|c| u32::from_le_bytes(arr!(c, 4)) as i64).collect()),
         DType::U64 => {
             let mut out = Vec::with_capacity(n);
             for c in chunks {
                 let v = u64::from_le_bytes(arr!(c, 8));
-                out.push(
-                    i64::try_from(v).map_err(|_| format!("u64 value {v} does not fit in i64"))?,
-                );
+                out.push(i64::try_from(v).map_err(|_| format!("u64 value {v} does not fit in i64"))?);
             }
             TensorValues::I64(out)
         }

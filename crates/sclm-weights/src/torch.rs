@@ -15,14 +15,8 @@ use crate::zipfile::ZipArchive;
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 enum Source {
-    Zip {
-        archive: ZipArchive,
-        prefix: String,
-    },
-    Legacy {
-        storages: HashMap<String, (usize, usize)>,
-        bytes: Vec<u8>,
-    },
+    Zip { archive: ZipArchive, prefix: String },
+    Legacy { storages: HashMap<String, (usize, usize)>, bytes: Vec<u8> },
 }
 
 /// An opened PyTorch checkpoint: the unpickled object tree (tensors still unread) and access to the
@@ -36,9 +30,7 @@ pub struct TorchCheckpoint {
 
 impl std::fmt::Debug for TorchCheckpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TorchCheckpoint")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("TorchCheckpoint").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -53,18 +45,11 @@ pub fn read_torch(path: impl AsRef<Path>, key_path: &str) -> Result<StateDict> {
 }
 
 fn format_err(path: &Path, reason: impl Into<String>) -> WeightsError {
-    WeightsError::Format {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    WeightsError::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn pickle_err(path: &Path, e: pickle::PickleError) -> WeightsError {
-    WeightsError::Pickle {
-        path: path.to_path_buf(),
-        offset: e.offset,
-        reason: e.reason,
-    }
+    WeightsError::Pickle { path: path.to_path_buf(), offset: e.offset, reason: e.reason }
 }
 
 fn storage_dtype(v: &PyValue) -> std::result::Result<DType, String> {
@@ -103,12 +88,7 @@ fn load_storage(pid: &PyValue) -> std::result::Result<PyValue, String> {
     };
     let numel = match &items[4] {
         PyValue::Int(n) if *n >= 0 => *n as usize,
-        other => {
-            return Err(format!(
-                "storage size is {} not a non-negative int",
-                other.kind()
-            ))
-        }
+        other => return Err(format!("storage size is {} not a non-negative int", other.kind())),
     };
     if items.len() > 5 && items[5] != PyValue::None {
         return Err("storage views (pre-1.0 checkpoints) are not supported".into());
@@ -120,10 +100,7 @@ impl TorchCheckpoint {
     /// Opens a checkpoint and unpickles its object tree; tensor data is read later, on demand.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| WeightsError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(io)?;
         let mut head = [0u8; 4];
         let n = read_up_to(&mut file, &mut head).map_err(io)?;
@@ -132,13 +109,13 @@ impl TorchCheckpoint {
             Self::open_zip(path, File::open(path).map_err(io)?)
         } else if head.first() == Some(&0x80) {
             let mut bytes = Vec::new();
-            File::open(path)
-                .map_err(io)?
-                .read_to_end(&mut bytes)
-                .map_err(io)?;
+            File::open(path).map_err(io)?.read_to_end(&mut bytes).map_err(io)?;
             Self::open_legacy(path, bytes)
         } else {
-            Err(format_err(path, "not a PyTorch checkpoint (neither a torch.save zip archive nor a legacy pickle stream)"))
+            Err(format_err(
+                path,
+                "not a PyTorch checkpoint (neither a torch.save zip archive nor a legacy pickle stream)",
+            ))
         }
     }
 
@@ -150,17 +127,10 @@ impl TorchCheckpoint {
             .filter(|n| n.ends_with("data.pkl") && (n.len() == 8 || n.ends_with("/data.pkl")))
             .min_by_key(|n| n.len())
             .cloned()
-            .ok_or_else(|| {
-                format_err(
-                    path,
-                    "zip archive has no data.pkl: not a torch.save checkpoint",
-                )
-            })?;
+            .ok_or_else(|| format_err(path, "zip archive has no data.pkl: not a torch.save checkpoint"))?;
         let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
         let big_endian = if archive.contains(&format!("{prefix}byteorder")) {
-            let b = archive
-                .read(&format!("{prefix}byteorder"))
-                .map_err(|r| format_err(path, r))?;
+            let b = archive.read(&format!("{prefix}byteorder")).map_err(|r| format_err(path, r))?;
             match b.as_slice() {
                 b"little" => false,
                 b"big" => true,
@@ -171,14 +141,8 @@ impl TorchCheckpoint {
         };
         let data = archive.read(&pkl).map_err(|r| format_err(path, r))?;
         let mut pos = 0;
-        let root =
-            pickle::load(&data, &mut pos, &mut load_storage).map_err(|e| pickle_err(path, e))?;
-        Ok(TorchCheckpoint {
-            path: path.to_path_buf(),
-            root,
-            source: Source::Zip { archive, prefix },
-            big_endian,
-        })
+        let root = pickle::load(&data, &mut pos, &mut load_storage).map_err(|e| pickle_err(path, e))?;
+        Ok(TorchCheckpoint { path: path.to_path_buf(), root, source: Source::Zip { archive, prefix }, big_endian })
     }
 
     fn open_legacy(path: &Path, bytes: Vec<u8>) -> Result<Self> {
@@ -186,32 +150,19 @@ impl TorchCheckpoint {
         let mut none = |_: &PyValue| Err("unexpected persistent id in the header".to_string());
         let magic = pickle::load(&bytes, &mut pos, &mut none).map_err(|e| pickle_err(path, e))?;
         if magic != PyValue::BigInt(LEGACY_MAGIC.to_vec()) {
-            return Err(format_err(
-                path,
-                "pickle stream is not a PyTorch checkpoint (magic number missing)",
-            ));
+            return Err(format_err(path, "pickle stream is not a PyTorch checkpoint (magic number missing)"));
         }
         let proto = pickle::load(&bytes, &mut pos, &mut none).map_err(|e| pickle_err(path, e))?;
         if proto != PyValue::Int(1001) {
-            return Err(format_err(
-                path,
-                format!("unsupported legacy checkpoint protocol {proto:?}"),
-            ));
+            return Err(format_err(path, format!("unsupported legacy checkpoint protocol {proto:?}")));
         }
-        let sys_info =
-            pickle::load(&bytes, &mut pos, &mut none).map_err(|e| pickle_err(path, e))?;
+        let sys_info = pickle::load(&bytes, &mut pos, &mut none).map_err(|e| pickle_err(path, e))?;
         let big_endian = matches!(sys_info.get("little_endian"), Some(PyValue::Bool(false)));
-        let root =
-            pickle::load(&bytes, &mut pos, &mut load_storage).map_err(|e| pickle_err(path, e))?;
+        let root = pickle::load(&bytes, &mut pos, &mut load_storage).map_err(|e| pickle_err(path, e))?;
         let keys = pickle::load(&bytes, &mut pos, &mut none).map_err(|e| pickle_err(path, e))?;
         let keys = match keys {
             PyValue::List(k) => k,
-            other => {
-                return Err(format_err(
-                    path,
-                    format!("legacy storage key list is {}", other.kind()),
-                ))
-            }
+            other => return Err(format_err(path, format!("legacy storage key list is {}", other.kind()))),
         };
         // Each storage: i64 element count, then the raw bytes. Element sizes come from the pickle.
         let mut sizes: HashMap<String, usize> = HashMap::new();
@@ -220,46 +171,26 @@ impl TorchCheckpoint {
         for k in keys {
             let key = match k {
                 PyValue::Str(s) => s,
-                other => {
-                    return Err(format_err(
-                        path,
-                        format!("legacy storage key is {}", other.kind()),
-                    ))
-                }
+                other => return Err(format_err(path, format!("legacy storage key is {}", other.kind()))),
             };
-            let elem = *sizes
-                .get(&key)
-                .ok_or_else(|| format_err(path, format!("storage '{key}' is not referenced")))?;
-            let head = bytes
-                .get(pos..pos + 8)
-                .ok_or_else(|| format_err(path, "truncated legacy checkpoint"))?;
+            let elem =
+                *sizes.get(&key).ok_or_else(|| format_err(path, format!("storage '{key}' is not referenced")))?;
+            let head = bytes.get(pos..pos + 8).ok_or_else(|| format_err(path, "truncated legacy checkpoint"))?;
             let mut a = [0u8; 8];
             a.copy_from_slice(head);
-            let numel = if big_endian {
-                i64::from_be_bytes(a)
-            } else {
-                i64::from_le_bytes(a)
-            };
+            let numel = if big_endian { i64::from_be_bytes(a) } else { i64::from_le_bytes(a) };
             let nbytes = usize::try_from(numel)
                 .ok()
                 .and_then(|n| n.checked_mul(elem))
                 .ok_or_else(|| format_err(path, format!("storage '{key}': bad size")))?;
             let start = pos + 8;
             if start.checked_add(nbytes).is_none_or(|e| e > bytes.len()) {
-                return Err(format_err(
-                    path,
-                    format!("truncated legacy checkpoint (storage '{key}')"),
-                ));
+                return Err(format_err(path, format!("truncated legacy checkpoint (storage '{key}')")));
             }
             storages.insert(key, (start, nbytes));
             pos = start + nbytes;
         }
-        Ok(TorchCheckpoint {
-            path: path.to_path_buf(),
-            root,
-            source: Source::Legacy { storages, bytes },
-            big_endian,
-        })
+        Ok(TorchCheckpoint { path: path.to_path_buf(), root, source: Source::Legacy { storages, bytes }, big_endian })
     }
 
     /// The file this checkpoint was read from.
@@ -288,27 +219,14 @@ impl TorchCheckpoint {
             let items = match cur {
                 PyValue::Dict(items) => items,
                 other => {
-                    return Err(self.key_err(
-                        key_path,
-                        format!("'{walked}' is {} not a dictionary", other.kind()),
-                    ));
+                    return Err(self.key_err(key_path, format!("'{walked}' is {} not a dictionary", other.kind())));
                 }
             };
-            match items
-                .iter()
-                .find(|(k, _)| k.key_string().as_deref() == Some(seg))
-            {
+            match items.iter().find(|(k, _)| k.key_string().as_deref() == Some(seg)) {
                 Some((_, v)) => cur = v,
                 None => {
-                    let avail: Vec<String> = items
-                        .iter()
-                        .filter_map(|(k, _)| k.key_string())
-                        .take(20)
-                        .collect();
-                    return Err(self.key_err(
-                        key_path,
-                        format!("no key '{seg}' (keys here: {})", avail.join(", ")),
-                    ));
+                    let avail: Vec<String> = items.iter().filter_map(|(k, _)| k.key_string()).take(20).collect();
+                    return Err(self.key_err(key_path, format!("no key '{seg}' (keys here: {})", avail.join(", "))));
                 }
             }
             if !walked.is_empty() {
@@ -320,11 +238,7 @@ impl TorchCheckpoint {
     }
 
     fn key_err(&self, key_path: &str, reason: String) -> WeightsError {
-        WeightsError::KeyPath {
-            path: self.path.clone(),
-            key_path: key_path.to_string(),
-            reason,
-        }
+        WeightsError::KeyPath { path: self.path.clone(), key_path: key_path.to_string(), reason }
     }
 
     /// Materialises every tensor of the dictionary at `key_path` (see [`read_torch`]).
@@ -353,44 +267,29 @@ impl TorchCheckpoint {
                 *u -= 1;
                 *u
             });
-            let whole = t.offset == 0
-                && is_contiguous(&t.shape, &t.stride)
-                && numel(&t.shape) == Some(cache[&skey].len());
+            let whole =
+                t.offset == 0 && is_contiguous(&t.shape, &t.stride) && numel(&t.shape) == Some(cache[&skey].len());
             let data = if whole && remaining == Some(0) {
                 cache.remove(&skey).unwrap_or(TensorValues::F32(Vec::new()))
             } else {
-                let d =
-                    gather(&cache[&skey], &t).map_err(|reason| self.tensor_err(&key, reason))?;
+                let d = gather(&cache[&skey], &t).map_err(|reason| self.tensor_err(&key, reason))?;
                 if remaining == Some(0) {
                     cache.remove(&skey);
                 }
                 d
             };
-            out.insert(
-                key,
-                TensorData {
-                    shape: t.shape.clone(),
-                    dtype: t.storage.dtype,
-                    data,
-                },
-            );
+            out.insert(key, TensorData { shape: t.shape.clone(), dtype: t.storage.dtype, data });
         }
         Ok(out)
     }
 
     fn tensor_err(&self, key: &str, reason: String) -> WeightsError {
-        WeightsError::Tensor {
-            path: self.path.clone(),
-            key: key.to_string(),
-            reason,
-        }
+        WeightsError::Tensor { path: self.path.clone(), key: key.to_string(), reason }
     }
 
     fn read_storage(&mut self, key: &str, s: &StorageRef) -> Result<TensorValues> {
-        let need = s
-            .numel
-            .checked_mul(s.dtype.size())
-            .ok_or_else(|| self.tensor_err(key, "storage size overflows".into()))?;
+        let need =
+            s.numel.checked_mul(s.dtype.size()).ok_or_else(|| self.tensor_err(key, "storage size overflows".into()))?;
         let big_endian = self.big_endian;
         let bytes: Vec<u8> = match &mut self.source {
             Source::Zip { archive, prefix } => {
@@ -408,13 +307,7 @@ impl TorchCheckpoint {
         if bytes.len() < need {
             return Err(self.tensor_err(
                 key,
-                format!(
-                    "storage {} holds {} bytes, {} {} values need {need}",
-                    s.key,
-                    bytes.len(),
-                    s.numel,
-                    s.dtype
-                ),
+                format!("storage {} holds {} bytes, {} {} values need {need}", s.key, bytes.len(), s.numel, s.dtype),
             ));
         }
         decode_contiguous(s.dtype, &bytes[..need], big_endian).map_err(|r| self.tensor_err(key, r))
@@ -443,9 +336,7 @@ fn collect_storages(v: &PyValue, out: &mut HashMap<String, usize>, depth: usize)
         PyValue::Storage(s) => {
             out.insert(s.key.clone(), s.dtype.size());
         }
-        PyValue::Tuple(items) | PyValue::List(items) => items
-            .iter()
-            .for_each(|x| collect_storages(x, out, depth + 1)),
+        PyValue::Tuple(items) | PyValue::List(items) => items.iter().for_each(|x| collect_storages(x, out, depth + 1)),
         PyValue::Dict(items) => items.iter().for_each(|(k, x)| {
             collect_storages(k, out, depth + 1);
             collect_storages(x, out, depth + 1)
@@ -467,11 +358,7 @@ fn flatten(v: &PyValue, prefix: &str, out: &mut Vec<(String, TensorRef)>, depth:
     if let PyValue::Dict(items) = v {
         for (k, x) in items {
             let Some(k) = k.key_string() else { continue };
-            let name = if prefix.is_empty() {
-                k
-            } else {
-                format!("{prefix}.{k}")
-            };
+            let name = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
             match x {
                 PyValue::Tensor(t) => out.push((name, t.clone())),
                 PyValue::Dict(_) => flatten(x, &name, out, depth + 1),
@@ -502,10 +389,7 @@ fn gather(src: &TensorValues, t: &TensorRef) -> std::result::Result<TensorValues
     if n > 0 {
         let mut last = t.offset;
         for (&d, &s) in t.shape.iter().zip(&t.stride) {
-            last = (d - 1)
-                .checked_mul(s)
-                .and_then(|x| x.checked_add(last))
-                .ok_or("tensor view overflows")?;
+            last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or("tensor view overflows")?;
         }
         if last >= src.len() {
             return Err(format!(
@@ -519,10 +403,7 @@ fn gather(src: &TensorValues, t: &TensorRef) -> std::result::Result<TensorValues
     }
     // Broadcast views (stride 0) may be larger than their storage, but not absurdly so.
     if n > src.len().saturating_mul(4096).max(1 << 24) {
-        return Err(format!(
-            "view of {n} elements over a storage of {} is implausibly large",
-            src.len()
-        ));
+        return Err(format!("view of {n} elements over a storage of {} is implausibly large", src.len()));
     }
     let idx = strided_indices(&t.shape, &t.stride, t.offset, n);
     Ok(match src {
@@ -564,10 +445,7 @@ mod tests {
     #[test]
     fn strided_indices_of_a_transpose() {
         // A 3x2 view of a row-major 2x3 buffer (transpose): strides (1, 3).
-        assert_eq!(
-            strided_indices(&[3, 2], &[1, 3], 0, 6),
-            vec![0, 3, 1, 4, 2, 5]
-        );
+        assert_eq!(strided_indices(&[3, 2], &[1, 3], 0, 6), vec![0, 3, 1, 4, 2, 5]);
         assert_eq!(strided_indices(&[2, 2], &[0, 1], 4, 4), vec![4, 5, 4, 5]);
         assert_eq!(strided_indices(&[], &[], 7, 1), vec![7]);
         assert!(is_contiguous(&[2, 3], &[3, 1]));

@@ -41,11 +41,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 fn read_at(file: &mut File, offset: u64, len: usize) -> Result<Vec<u8>, String> {
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; len];
-    file.read_exact(&mut buf)
-        .map_err(|e| format!("truncated archive ({e})"))?;
+    file.read_exact(&mut buf).map_err(|e| format!("truncated archive ({e})"))?;
     Ok(buf)
 }
 
@@ -62,9 +60,7 @@ impl ZipArchive {
         let eocd_pos = (0..=tail_len - 22)
             .rev()
             .find(|&i| le32(&tail, i) == EOCD_SIG)
-            .ok_or(
-                "truncated or damaged zip archive (end-of-central-directory record not found)",
-            )?;
+            .ok_or("truncated or damaged zip archive (end-of-central-directory record not found)")?;
         let eocd = &tail[eocd_pos..];
         let mut count = le16(eocd, 10) as u64;
         let mut cd_size = le32(eocd, 12) as u64;
@@ -135,23 +131,10 @@ impl ZipArchive {
                 e = body + len;
             }
             names.push(name.clone());
-            entries.insert(
-                name,
-                Entry {
-                    method,
-                    compressed_size,
-                    size,
-                    local_header_offset,
-                },
-            );
+            entries.insert(name, Entry { method, compressed_size, size, local_header_offset });
             p = end;
         }
-        Ok(ZipArchive {
-            file,
-            file_len,
-            entries,
-            names,
-        })
+        Ok(ZipArchive { file, file_len, entries, names })
     }
 
     /// Entry names in directory order.
@@ -166,15 +149,8 @@ impl ZipArchive {
 
     /// Reads one entry completely.
     pub(crate) fn read(&mut self, name: &str) -> Result<Vec<u8>, String> {
-        let e = self
-            .entries
-            .get(name)
-            .ok_or_else(|| format!("archive has no entry '{name}'"))?
-            .clone();
-        if e.local_header_offset
-            .checked_add(30)
-            .is_none_or(|x| x > self.file_len)
-        {
+        let e = self.entries.get(name).ok_or_else(|| format!("archive has no entry '{name}'"))?.clone();
+        if e.local_header_offset.checked_add(30).is_none_or(|x| x > self.file_len) {
             return Err(format!("entry '{name}': local header out of range"));
         }
         let h = read_at(&mut self.file, e.local_header_offset, 30)?;
@@ -182,13 +158,8 @@ impl ZipArchive {
             return Err(format!("entry '{name}': bad local header"));
         }
         let data_start = e.local_header_offset + 30 + le16(&h, 26) as u64 + le16(&h, 28) as u64;
-        if data_start
-            .checked_add(e.compressed_size)
-            .is_none_or(|x| x > self.file_len)
-        {
-            return Err(format!(
-                "entry '{name}' extends past the end of the file (truncated archive)"
-            ));
+        if data_start.checked_add(e.compressed_size).is_none_or(|x| x > self.file_len) {
+            return Err(format!("entry '{name}' extends past the end of the file (truncated archive)"));
         }
         let size = usize::try_from(e.size).map_err(|_| format!("entry '{name}' too large"))?;
         match e.method {
@@ -206,16 +177,11 @@ impl ZipArchive {
                     .read_to_end(&mut out)
                     .map_err(|err| format!("entry '{name}': deflate data damaged ({err})"))?;
                 if out.len() != size {
-                    return Err(format!(
-                        "entry '{name}': inflated size {} differs from {size}",
-                        out.len()
-                    ));
+                    return Err(format!("entry '{name}': inflated size {} differs from {size}", out.len()));
                 }
                 Ok(out)
             }
-            m => Err(format!(
-                "entry '{name}': unsupported compression method {m}"
-            )),
+            m => Err(format!("entry '{name}': unsupported compression method {m}")),
         }
     }
 }

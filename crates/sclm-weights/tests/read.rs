@@ -3,23 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use sclm_weights::{
-    read_safetensors, read_safetensors_with_metadata, read_torch, write_safetensors, DType,
-    LoadReport, PyValue, StateDict, TensorData, TensorLoader, TensorValues, TorchCheckpoint,
-    WeightsError,
+    read_safetensors, read_safetensors_with_metadata, read_torch, write_safetensors, DType, LoadReport, PyValue,
+    StateDict, TensorData, TensorLoader, TensorValues, TorchCheckpoint, WeightsError,
 };
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
 fn cellplm() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-        .join("fixtures")
-        .join("cellplm")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("fixtures").join("cellplm")
 }
 
 fn expected() -> StateDict {
@@ -96,10 +89,7 @@ fn non_contiguous_shared_and_integer_tensors() {
     let ids = sd["ids_i64"].as_i64().unwrap();
     assert_eq!(ids, &[0, -7, (1i64 << 40) + 3, 9_007_199_254_740_993]);
     assert_eq!(sd["ids_i64"].dtype, DType::I64);
-    assert_eq!(
-        sd["ids_i32"].as_i64().unwrap(),
-        &[1, -2, 3, i32::MAX as i64]
-    );
+    assert_eq!(sd["ids_i32"].as_i64().unwrap(), &[1, -2, 3, i32::MAX as i64]);
     assert_eq!(sd["flags"].as_i64().unwrap(), &[1, 0, 1]);
     assert_eq!(sd["u8"].as_i64().unwrap(), &[0, 255, 7]);
     assert_eq!(sd["scalar"].shape, Vec::<usize>::new());
@@ -114,32 +104,14 @@ fn non_contiguous_shared_and_integer_tensors() {
 #[test]
 fn whole_checkpoint_and_bare_state_dict() {
     let mut ck = TorchCheckpoint::open(fixtures().join("reader_test.ckpt")).unwrap();
-    assert_eq!(
-        ck.top_level_keys(),
-        vec![
-            "model_state_dict",
-            "epoch",
-            "note",
-            "optimizer_state_dict",
-            "nested"
-        ]
-    );
+    assert_eq!(ck.top_level_keys(), vec!["model_state_dict", "epoch", "note", "optimizer_state_dict", "nested"]);
     assert_eq!(ck.get("epoch").unwrap(), &PyValue::Int(12));
-    assert_eq!(
-        ck.get("note").unwrap(),
-        &PyValue::Str("reader fixture".into())
-    );
+    assert_eq!(ck.get("note").unwrap(), &PyValue::Str("reader fixture".into()));
     let all = ck.state_dict("").unwrap();
     assert!(all.contains_key("model_state_dict.linear.weight"));
     assert!(all.contains_key("optimizer_state_dict.state.0.exp_avg"));
-    assert_eq!(
-        all["optimizer_state_dict.state.0.step"].as_f32().unwrap(),
-        &[3.0]
-    );
-    assert_eq!(
-        all["nested.inner.w"].as_f32().unwrap(),
-        &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    );
+    assert_eq!(all["optimizer_state_dict.state.0.step"].as_f32().unwrap(), &[3.0]);
+    assert_eq!(all["nested.inner.w"].as_f32().unwrap(), &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
 
     let bare = read_torch(fixtures().join("bare_state_dict.ckpt"), "").unwrap();
     let wrapped = read_torch(fixtures().join("reader_test.ckpt"), "model_state_dict").unwrap();
@@ -152,10 +124,7 @@ fn key_path_errors_name_the_file_and_the_keys() {
     let e = read_torch(&p, "model").unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, WeightsError::KeyPath { .. }), "{msg}");
-    assert!(
-        msg.contains("reader_test.ckpt") && msg.contains("model_state_dict"),
-        "{msg}"
-    );
+    assert!(msg.contains("reader_test.ckpt") && msg.contains("model_state_dict"), "{msg}");
     let e = read_torch(&p, "epoch").unwrap_err().to_string();
     assert!(e.contains("int") && e.contains("not a dictionary"), "{e}");
 }
@@ -163,11 +132,7 @@ fn key_path_errors_name_the_file_and_the_keys() {
 #[test]
 fn damaged_files_give_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
-    for name in [
-        "reader_test.ckpt",
-        "reader_test_legacy.ckpt",
-        "reader_test_p4.ckpt",
-    ] {
+    for name in ["reader_test.ckpt", "reader_test_legacy.ckpt", "reader_test_p4.ckpt"] {
         let bytes = std::fs::read(fixtures().join(name)).unwrap();
         // Every truncation fails cleanly.
         for cut in (0..bytes.len()).step_by(37) {
@@ -191,11 +156,7 @@ fn damaged_files_give_errors_not_panics() {
     let p = dir.path().join("text.ckpt");
     std::fs::write(&p, b"this is not a checkpoint\n").unwrap();
     let e = read_torch(&p, "").unwrap_err();
-    assert!(
-        matches!(e, WeightsError::Format { .. })
-            && e.to_string().contains("not a PyTorch checkpoint"),
-        "{e}"
-    );
+    assert!(matches!(e, WeightsError::Format { .. }) && e.to_string().contains("not a PyTorch checkpoint"), "{e}");
     let p = dir.path().join("empty.ckpt");
     std::fs::write(&p, b"").unwrap();
     assert!(read_torch(&p, "").is_err());
@@ -220,29 +181,14 @@ fn manifest() -> serde_json::Value {
 #[test]
 fn cellplm_checkpoints_have_the_documented_keys_and_shapes() {
     let m = manifest();
-    for model in [
-        "cellplm_small_gmvae",
-        "cellplm_small_vae",
-        "cellplm_small_ae",
-    ] {
-        let sd = read_torch(
-            cellplm().join(format!("{model}.best.ckpt")),
-            "model_state_dict",
-        )
-        .unwrap();
+    for model in ["cellplm_small_gmvae", "cellplm_small_vae", "cellplm_small_ae"] {
+        let sd = read_torch(cellplm().join(format!("{model}.best.ckpt")), "model_state_dict").unwrap();
         let listed = m["models"][model]["state_dict"].as_array().unwrap();
         assert_eq!(sd.len(), listed.len(), "{model}");
         for entry in listed {
             let key = entry[0].as_str().unwrap();
-            let shape: Vec<usize> = entry[1]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            let t = sd
-                .get(key)
-                .unwrap_or_else(|| panic!("{model}: {key} missing"));
+            let shape: Vec<usize> = entry[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let t = sd.get(key).unwrap_or_else(|| panic!("{model}: {key} missing"));
             assert_eq!(t.shape, shape, "{model}: {key}");
             assert_eq!(t.dtype, DType::F32, "{model}: {key}");
         }
@@ -251,24 +197,14 @@ fn cellplm_checkpoints_have_the_documented_keys_and_shapes() {
 
 #[test]
 fn cellplm_checkpoints_match_safetensors_exports() {
-    let ae = read_torch(
-        cellplm().join("cellplm_small_ae.best.ckpt"),
-        "model_state_dict",
-    )
-    .unwrap();
-    let ae_st =
-        read_safetensors(cellplm().join("cellplm_small_ae.state_dict.safetensors")).unwrap();
+    let ae = read_torch(cellplm().join("cellplm_small_ae.best.ckpt"), "model_state_dict").unwrap();
+    let ae_st = read_safetensors(cellplm().join("cellplm_small_ae.state_dict.safetensors")).unwrap();
     assert_eq!(ae.len(), ae_st.len());
     for (k, t) in &ae_st {
         assert_same(k, &ae[k], t);
     }
-    let gm = read_torch(
-        cellplm().join("cellplm_small_gmvae.best.ckpt"),
-        "model_state_dict",
-    )
-    .unwrap();
-    let subset =
-        read_safetensors(cellplm().join("cellplm_small_gmvae.state_subset.safetensors")).unwrap();
+    let gm = read_torch(cellplm().join("cellplm_small_gmvae.best.ckpt"), "model_state_dict").unwrap();
+    let subset = read_safetensors(cellplm().join("cellplm_small_gmvae.state_subset.safetensors")).unwrap();
     assert!(subset.len() >= 5);
     for (k, t) in &subset {
         assert_same(k, &gm[k], t);
@@ -281,21 +217,12 @@ fn safetensors_round_trip_with_metadata() {
     let mut sd = StateDict::new();
     sd.insert(
         "a.weight".into(),
-        TensorData::from_f32(
-            vec![2, 3],
-            vec![1.0, -2.5, 3.0, 0.0, f32::MIN_POSITIVE, 7.0],
-        )
-        .unwrap(),
+        TensorData::from_f32(vec![2, 3], vec![1.0, -2.5, 3.0, 0.0, f32::MIN_POSITIVE, 7.0]).unwrap(),
     );
-    sd.insert(
-        "ids".into(),
-        TensorData::from_i64(vec![3], vec![-1, i64::MAX, 4]).unwrap(),
-    );
+    sd.insert("ids".into(), TensorData::from_i64(vec![3], vec![-1, i64::MAX, 4]).unwrap());
     sd.insert("s".into(), TensorData::from_f32(vec![], vec![0.5]).unwrap());
     let p = dir.path().join("x.safetensors");
-    let meta = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
+    let meta = [("format".to_string(), "pt".to_string())].into_iter().collect();
     write_safetensors(&p, &sd, Some(meta)).unwrap();
     let (back, meta) = read_safetensors_with_metadata(&p).unwrap();
     assert_eq!(back, sd);
@@ -316,11 +243,7 @@ fn safetensors_round_trip_with_metadata() {
 fn load_report_accounts_for_every_tensor() {
     let p = fixtures().join("reader_test.ckpt");
     let sd = read_torch(&p, "model_state_dict").unwrap();
-    let wanted: Vec<(&str, &[usize])> = vec![
-        ("linear.weight", &[4, 3]),
-        ("linear.bias", &[5]),
-        ("absent", &[1]),
-    ];
+    let wanted: Vec<(&str, &[usize])> = vec![("linear.weight", &[4, 3]), ("linear.bias", &[5]), ("absent", &[1])];
     let r = LoadReport::check(&sd, wanted);
     assert_eq!(r.loaded, vec!["linear.weight"]);
     assert_eq!(r.missing, vec!["absent"]);
@@ -329,10 +252,7 @@ fn load_report_accounts_for_every_tensor() {
     assert_eq!(r.skipped.len(), sd.len() - 2);
     assert!(!r.is_complete());
     let e = r.ensure_complete(&p).unwrap_err().to_string();
-    assert!(
-        e.contains("reader_test.ckpt") && e.contains("absent") && e.contains("linear.bias"),
-        "{e}"
-    );
+    assert!(e.contains("reader_test.ckpt") && e.contains("absent") && e.contains("linear.bias"), "{e}");
 
     let mut l = TensorLoader::new(&p, sd.clone());
     assert_eq!(l.shape("big"), Some(&[5usize, 4][..]));
@@ -358,10 +278,7 @@ fn load_report_accounts_for_every_tensor() {
 fn cellplm_outputs_and_input_are_readable_and_consistent() {
     let m = manifest();
     let input = read_safetensors(cellplm().join("input.safetensors")).unwrap();
-    let (n, g) = (
-        m["cells"].as_u64().unwrap() as usize,
-        m["genes"].as_u64().unwrap() as usize,
-    );
+    let (n, g) = (m["cells"].as_u64().unwrap() as usize, m["genes"].as_u64().unwrap() as usize);
     assert_eq!(input["x.shape"].as_i64().unwrap(), &[n as i64, g as i64]);
     // CSR and dense copies of the counts agree.
     let indptr = input["x.indptr"].as_i64().unwrap();
@@ -375,22 +292,13 @@ fn cellplm_outputs_and_input_are_readable_and_consistent() {
         }
     }
     assert_eq!(rebuilt, dense);
-    for model in [
-        "cellplm_small_gmvae",
-        "cellplm_small_vae",
-        "cellplm_small_ae",
-    ] {
+    for model in ["cellplm_small_gmvae", "cellplm_small_vae", "cellplm_small_ae"] {
         let out = read_safetensors(cellplm().join(format!("{model}.outputs.safetensors"))).unwrap();
         let listed = m["models"][model]["outputs"].as_array().unwrap();
         assert_eq!(out.len(), listed.len(), "{model}");
         for entry in listed {
             let key = entry[0].as_str().unwrap();
-            let shape: Vec<usize> = entry[1]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
+            let shape: Vec<usize> = entry[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
             assert_eq!(out[key].shape, shape, "{model}: {key}");
         }
         let latent = match model {
@@ -410,22 +318,11 @@ fn cellplm_outputs_and_input_are_readable_and_consistent() {
 fn cellplm_embedder_stage_recomputed_from_the_checkpoint() {
     let input = read_safetensors(cellplm().join("input.safetensors")).unwrap();
     let counts = input["x.dense"].as_f32().unwrap();
-    for model in [
-        "cellplm_small_gmvae",
-        "cellplm_small_vae",
-        "cellplm_small_ae",
-    ] {
-        let sd = read_torch(
-            cellplm().join(format!("{model}.best.ckpt")),
-            "model_state_dict",
-        )
-        .unwrap();
+    for model in ["cellplm_small_gmvae", "cellplm_small_vae", "cellplm_small_ae"] {
+        let sd = read_torch(cellplm().join(format!("{model}.best.ckpt")), "model_state_dict").unwrap();
         let out = read_safetensors(cellplm().join(format!("{model}.outputs.safetensors"))).unwrap();
         let emb = sd["embedder.feat_enc.emb"].as_f32().unwrap();
-        let (genes, d) = (
-            sd["embedder.feat_enc.emb"].shape[0],
-            sd["embedder.feat_enc.emb"].shape[1],
-        );
+        let (genes, d) = (sd["embedder.feat_enc.emb"].shape[0], sd["embedder.feat_enc.emb"].shape[1]);
         let w = sd["embedder.extra_linear.0.weight"].as_f32().unwrap(); // [out, in]
         let b = sd["embedder.extra_linear.0.bias"].as_f32().unwrap();
         let gw = sd["embedder.extra_linear.3.weight"].as_f32().unwrap();
@@ -444,10 +341,7 @@ fn cellplm_embedder_stage_recomputed_from_the_checkpoint() {
                 }
             }
             let mut h: Vec<f64> = (0..d)
-                .map(|o| {
-                    (b[o] as f64 + (0..d).map(|i| w[o * d + i] as f64 * feat[i]).sum::<f64>())
-                        .max(0.0)
-                })
+                .map(|o| (b[o] as f64 + (0..d).map(|i| w[o * d + i] as f64 * feat[i]).sum::<f64>()).max(0.0))
                 .collect();
             let gs = d / 4;
             for grp in 0..4 {
@@ -469,22 +363,13 @@ fn cellplm_embedder_stage_recomputed_from_the_checkpoint() {
 
 #[test]
 fn read_weights_detects_the_format() {
-    let a = sclm_weights::read_weights(fixtures().join("reader_test.ckpt"), "model_state_dict")
-        .unwrap();
+    let a = sclm_weights::read_weights(fixtures().join("reader_test.ckpt"), "model_state_dict").unwrap();
     let b = read_torch(fixtures().join("reader_test.ckpt"), "model_state_dict").unwrap();
     assert_eq!(a, b);
-    let st = sclm_weights::read_weights(fixtures().join("reader_test.expected.safetensors"), "")
-        .unwrap();
+    let st = sclm_weights::read_weights(fixtures().join("reader_test.expected.safetensors"), "").unwrap();
     assert_eq!(st, expected());
-    let nested = sclm_weights::read_weights(
-        fixtures().join("reader_test.expected.safetensors"),
-        "nested/inner",
-    )
-    .unwrap();
+    let nested =
+        sclm_weights::read_weights(fixtures().join("reader_test.expected.safetensors"), "nested/inner").unwrap();
     assert_eq!(nested.keys().collect::<Vec<_>>(), vec!["w"]);
-    assert!(sclm_weights::read_weights(
-        fixtures().join("reader_test.expected.safetensors"),
-        "nope"
-    )
-    .is_err());
+    assert!(sclm_weights::read_weights(fixtures().join("reader_test.expected.safetensors"), "nope").is_err());
 }

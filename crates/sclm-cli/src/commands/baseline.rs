@@ -81,7 +81,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             let Some(y) = labels(&a.label_key)? else {
                 bail!("{file}: the {:?} baseline needs --label-key (an obs column of true labels)", a.which);
             };
-            let opts = PcaBaselineOptions { n_comps: a.n_comps, n_top_genes: Some(a.n_top_genes), test_frac: a.test_frac, seed: g.seed };
+            let opts = PcaBaselineOptions {
+                n_comps: a.n_comps,
+                n_top_genes: Some(a.n_top_genes),
+                test_frac: a.test_frac,
+                seed: g.seed,
+            };
             let (emb, reps) = baselines::pca_baseline(&lognorm(&adata)?, &y, batches.as_deref(), &opts)?;
             adata.obsm.insert("X_pca_baseline".into(), Array2::F32(emb));
             let keep = if matches!(a.which, Which::Pca) { 0 } else { 1 };

@@ -47,10 +47,16 @@ pub fn run(_g: &Global, a: Args) -> Result<()> {
         Which::Engine { torch_python } => {
             let cfg = sclm_nn::bench::BenchConfig::new();
             let ours = sclm_nn::bench::bench_encoder_layer(&cfg)?;
-            println!("{:<10} threads={} forward={:.1} ms forward+backward={:.1} ms", ours.engine, ours.threads, ours.forward_ms, ours.forward_backward_ms);
+            println!(
+                "{:<10} threads={} forward={:.1} ms forward+backward={:.1} ms",
+                ours.engine, ours.threads, ours.forward_ms, ours.forward_backward_ms
+            );
             if let Some(py) = torch_python {
                 let t = sclm_nn::bench::bench_torch(&py, &cfg)?;
-                println!("{:<10} threads={} forward={:.1} ms forward+backward={:.1} ms", t.engine, t.threads, t.forward_ms, t.forward_backward_ms);
+                println!(
+                    "{:<10} threads={} forward={:.1} ms forward+backward={:.1} ms",
+                    t.engine, t.threads, t.forward_ms, t.forward_backward_ms
+                );
                 println!(
                     "ratio sclm/torch: forward {:.2}x, forward+backward {:.2}x",
                     ours.forward_ms / t.forward_ms,

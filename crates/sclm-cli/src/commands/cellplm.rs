@@ -112,7 +112,11 @@ fn labels(a: &EmbedArgs, obs: &DataFrame, obsm: &BTreeMap<String, Array2>) -> Re
     let coords = match &a.spatial_key {
         Some(k) => {
             let arr = obsm.get(k).ok_or_else(|| {
-                anyhow!("{}: no obsm entry named '{k}'{}", a.data.display(), sclm_data::available_hint(obsm.keys().map(|s| s.as_str())))
+                anyhow!(
+                    "{}: no obsm entry named '{k}'{}",
+                    a.data.display(),
+                    sclm_data::available_hint(obsm.keys().map(|s| s.as_str()))
+                )
             })?;
             let d = arr.to_f32();
             if d.ncols < 2 {
@@ -150,7 +154,8 @@ pub fn embed(g: &Global, a: EmbedArgs) -> Result<()> {
     let (model, _pre) = CellPlm::load_dir(&a.model, &g.device()?)?;
     let attention = match &a.attention_obsp {
         Some(_) => {
-            let opts = AttentionOptions { layer: a.attention_layer, top_k: a.attention_top_k.max(1), ..Default::default() };
+            let opts =
+                AttentionOptions { layer: a.attention_layer, top_k: a.attention_top_k.max(1), ..Default::default() };
             resolve_layer(&model, opts.layer).with_context(|| a.model.display().to_string())?;
             Some(opts)
         }
@@ -164,7 +169,8 @@ pub fn embed(g: &Global, a: EmbedArgs) -> Result<()> {
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let is_h5ad = a.layer.is_none() && !a.in_memory && matches!(sclm_io::detect_kind(&a.data), Ok(sclm_io::InputKind::H5ad));
+    let is_h5ad =
+        a.layer.is_none() && !a.in_memory && matches!(sclm_io::detect_kind(&a.data), Ok(sclm_io::InputKind::H5ad));
     let streamed = if is_h5ad { open_streamable(&a)? } else { None };
     let n = match streamed {
         Some((reader, template, report)) => embed_streamed(g, &a, &model, &opts, attention, reader, template, &report)?,
@@ -174,7 +180,12 @@ pub fn embed(g: &Global, a: EmbedArgs) -> Result<()> {
     let with_attn = a.attention_obsp.as_ref().map(|k| format!(", obsp['{k}']")).unwrap_or_default();
     crate::progress::note(
         g.quiet,
-        format!("wrote {} (obsm['{}']{with_attn}): {n} cells in {secs:.1} s ({:.0} cells/s)", a.output.display(), a.key, n as f64 / secs.max(1e-9)),
+        format!(
+            "wrote {} (obsm['{}']{with_attn}): {n} cells in {secs:.1} s ({:.0} cells/s)",
+            a.output.display(),
+            a.key,
+            n as f64 / secs.max(1e-9)
+        ),
     );
     Ok(())
 }
@@ -188,15 +199,21 @@ fn open_streamable(a: &EmbedArgs) -> Result<Option<(H5adRowReader, AnnData, sclm
         Err(_) => return Ok(None),
     };
     let (template, report) = reader.annotations()?;
-    let complete = reader.is_sparse()
-        && !report.skipped.iter().any(|s| s.starts_with("layers/") || s.starts_with("raw "));
+    let complete =
+        reader.is_sparse() && !report.skipped.iter().any(|s| s.starts_with("layers/") || s.starts_with("raw "));
     if !complete && !a.stream {
         return Ok(None);
     }
     Ok(Some((reader, template, report)))
 }
 
-fn embed_in_memory(g: &Global, a: &EmbedArgs, model: &CellPlm, opts: &EmbedOptions, attention: Option<AttentionOptions>) -> Result<usize> {
+fn embed_in_memory(
+    g: &Global,
+    a: &EmbedArgs,
+    model: &CellPlm,
+    opts: &EmbedOptions,
+    attention: Option<AttentionOptions>,
+) -> Result<usize> {
     let (mut adata, report) = sclm_io::read_any(&a.data)?;
     crate::progress::warn_read(g.quiet, &a.data, &report);
     let matched = match_genes(&adata.var.index, model.genes(), &GeneMatchOptions::default())
@@ -207,18 +224,36 @@ fn embed_in_memory(g: &Global, a: &EmbedArgs, model: &CellPlm, opts: &EmbedOptio
     let counts = match &a.layer {
         None => &adata.x,
         Some(l) => adata.layers.get(l).ok_or_else(|| {
-            anyhow!("{}: no layer named '{l}'{}", a.data.display(), sclm_data::available_hint(adata.layers.keys().map(|s| s.as_str())))
+            anyhow!(
+                "{}: no layer named '{l}'{}",
+                a.data.display(),
+                sclm_data::available_hint(adata.layers.keys().map(|s| s.as_str()))
+            )
         })?,
     };
     let x = counts.to_csr();
     let n = adata.n_obs();
-    let mut out = Outputs { model, fast: model.inference(), emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
+    let mut out = Outputs {
+        model,
+        fast: model.inference(),
+        emb: Dense::zeros(n, model.latent_dim()),
+        graph: attention.map(|o| (AttentionGraph::new(n), o)),
+        done: 0,
+    };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
-    for_each_piece(model.genes().len(), &x, groups.as_deref(), coords.as_deref(), &mapping, opts, &mut |rows, c, pc| {
-        out.piece(rows, c, pc)?;
-        pb.set_position(out.done as u64);
-        Ok(())
-    })
+    for_each_piece(
+        model.genes().len(),
+        &x,
+        groups.as_deref(),
+        coords.as_deref(),
+        &mapping,
+        opts,
+        &mut |rows, c, pc| {
+            out.piece(rows, c, pc)?;
+            pb.set_position(out.done as u64);
+            Ok(())
+        },
+    )
     .with_context(|| a.data.display().to_string())?;
     pb.finish_and_clear();
     drop(x);
@@ -253,7 +288,13 @@ fn embed_streamed(
     let n = reader.n_obs();
     let cells = CellLabels { n_obs: n, groups: groups.as_deref(), coords: coords.as_deref() };
     let stream = StreamOptions { chunk_rows: a.chunk_rows.max(1), ..Default::default() };
-    let mut out = Outputs { model, fast: model.inference(), emb: Dense::zeros(n, model.latent_dim()), graph: attention.map(|o| (AttentionGraph::new(n), o)), done: 0 };
+    let mut out = Outputs {
+        model,
+        fast: model.inference(),
+        emb: Dense::zeros(n, model.latent_dim()),
+        graph: attention.map(|o| (AttentionGraph::new(n), o)),
+        done: 0,
+    };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
     let mut read = |s: usize, e: usize| -> Result<CsrMatrix> { Ok(to_csr(reader.read_rows(s, e)?)) };
     stream_pieces(model.genes().len(), &cells, &mapping, opts, &stream, &mut read, &mut |rows, c, pc| {

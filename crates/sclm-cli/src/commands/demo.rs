@@ -33,12 +33,17 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let raw_path = a.out_dir.join("simulated.h5ad");
     let mut cfg = sclm_sim::SimConfig { n_cells: a.cells, seed: g.seed, ..Default::default() };
     cfg.spatial = Some(sclm_sim::SpatialConfig::default());
-    println!("1. simulate: {} cells x {} genes, {} types, {} batches, spatial niches", cfg.n_cells, cfg.n_genes, cfg.n_types, cfg.n_batches);
+    println!(
+        "1. simulate: {} cells x {} genes, {} types, {} batches, spatial niches",
+        cfg.n_cells, cfg.n_genes, cfg.n_types, cfg.n_batches
+    );
     super::simulate::simulate_to(&cfg, &raw_path, 10_000, None, g.quiet)?;
 
     println!("2. info:");
     let (mut adata, report) = sclm_io::read_any(&raw_path)?;
-    for line in super::info::describe(&raw_path.display().to_string(), super::info::report_layout(&report), &adata).lines() {
+    for line in
+        super::info::describe(&raw_path.display().to_string(), super::info::report_layout(&report), &adata).lines()
+    {
         println!("   {line}");
     }
 
@@ -51,7 +56,13 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     }
     let out = a.out_dir.join("preprocessed.h5ad");
     sclm_io::write_h5ad(&adata, &out, &sclm_io::WriteOptions::default())?;
-    println!("   wrote {} ({} cells x {} genes, obsm: {})", out.display(), adata.n_obs(), adata.n_vars(), adata.obsm.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "   wrote {} ({} cells x {} genes, obsm: {})",
+        out.display(),
+        adata.n_obs(),
+        adata.n_vars(),
+        adata.obsm.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
 
     println!("4. evaluate the PCA embedding against the true cell types and batches:");
     let emb = adata.obsm_get("X_pca")?.to_f32();
@@ -65,7 +76,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let plot = a.out_dir.join("umap_cell_type.png");
     let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
-        sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(types.clone()), "UMAP of PCA — true cell type", tmp)
+        sclm_eval::scatter_png(
+            &coords,
+            &sclm_eval::ColorBy::Categorical(types.clone()),
+            "UMAP of PCA — true cell type",
+            tmp,
+        )
     })?;
     println!("   wrote {}", plot.display());
 
@@ -127,7 +143,12 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
     let plot = a.out_dir.join("umap_cellplm.png");
     let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
-        sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(types.clone()), "UMAP of CellPLM — true cell type", tmp)
+        sclm_eval::scatter_png(
+            &coords,
+            &sclm_eval::ColorBy::Categorical(types.clone()),
+            "UMAP of CellPLM — true cell type",
+            tmp,
+        )
     })?;
     raw.obsm.insert("X_cellplm".into(), sclm_data::Array2::F32(emb));
     let out = a.out_dir.join("cellplm_embedded.h5ad");
@@ -162,11 +183,17 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
         resume: false,
     };
     let t = Instant::now();
-    println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):", base.epochs);
+    println!(
+        "8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):",
+        base.epochs
+    );
     super::finetune::run(g, super::finetune::Args { ..base.clone() })?;
     println!("   in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    println!("9. denoising: hide 10% of the non-zero counts, pretrain on the rest ({} epochs), score the hidden ones:", base.pretrain_epochs);
+    println!(
+        "9. denoising: hide 10% of the non-zero counts, pretrain on the rest ({} epochs), score the hidden ones:",
+        base.pretrain_epochs
+    );
     super::finetune::run(
         g,
         super::finetune::Args { task: super::finetune::Task::Denoising, epochs: 0, output: None, ..base },

@@ -47,7 +47,8 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Some(k) => Some(obs_labels(&adata, &a.file, k)?),
         None => None,
     };
-    let opts = EvaluateOptions { n_neighbors: a.n_neighbors, seed: g.seed, method: a.embedding.clone(), ..Default::default() };
+    let opts =
+        EvaluateOptions { n_neighbors: a.n_neighbors, seed: g.seed, method: a.embedding.clone(), ..Default::default() };
     let sp = crate::progress::spinner("evaluating", g.quiet);
     let rep = evaluate_embedding(&emb, &labels, batches.as_deref(), &opts)?;
     sp.finish_and_clear();
@@ -58,7 +59,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     if let Some(p) = &a.plot {
         let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
         crate::output::plot_atomic(p, |tmp| {
-            sclm_eval::scatter_png(&coords, &sclm_eval::ColorBy::Categorical(labels.clone()), &format!("UMAP of {} — {}", a.embedding, a.label_key), tmp)
+            sclm_eval::scatter_png(
+                &coords,
+                &sclm_eval::ColorBy::Categorical(labels.clone()),
+                &format!("UMAP of {} — {}", a.embedding, a.label_key),
+                tmp,
+            )
         })?;
         crate::progress::note(g.quiet, format!("wrote {}", p.display()));
     }

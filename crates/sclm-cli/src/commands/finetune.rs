@@ -169,7 +169,9 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 
 fn annotation(g: &Global, a: Args) -> Result<()> {
     let file = a.data.display().to_string();
-    let Some(label_key) = a.label_key.clone() else { bail!("annotation needs --label-key (the obs column of cell types)") };
+    let Some(label_key) = a.label_key.clone() else {
+        bail!("annotation needs --label-key (the obs column of cell types)")
+    };
     let Some(output) = a.output.clone() else { bail!("annotation needs -o/--output (the annotated .h5ad)") };
     let (adata, report) = sclm_io::read_any(&a.data)?;
     crate::progress::warn_read(g.quiet, &a.data, &report);
@@ -259,7 +261,8 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     let (train, valid) = (mk(&split.train), mk(&split.valid));
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
-    let (mut best, summary) = finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;
+    let (mut best, summary) =
+        finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;
     bar.0.finish_and_clear();
     crate::progress::note(
         g.quiet,
@@ -286,7 +289,11 @@ fn annotation(g: &Global, a: Args) -> Result<()> {
     rep.note("epochs", summary.epochs);
     rep.note("model", a.model.as_ref().map_or("fresh small".to_string(), |p| p.display().to_string()));
     // Baseline: logistic regression on PCA-50 of log-normalised HVGs, same split.
-    let ln = if a.log1p_input { model_input(&adata, a.use_raw, false, &file)?.x } else { baselines::log_normalize(&input.x)? };
+    let ln = if a.log1p_input {
+        model_input(&adata, a.use_raw, false, &file)?.x
+    } else {
+        baselines::log_normalize(&input.x)?
+    };
     let (pca, _) = baselines::pca_embedding(&ln, 50.min(adata.n_obs() - 1), Some(a.n_top_genes), g.seed)?;
     let base = baselines::annotation_baseline(&pca, &labels, &split, "logreg on PCA-50", &LogRegOptions::default())?;
     println!("{:<18} {:>20} {:>20}", "metric (test)", "CellPLM fine-tuned", "logreg on PCA-50");
@@ -428,7 +435,10 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
         // The evaluated cells and genes: counts (X), the counts with entries hidden, and the
         // log-normalised predictions of each method.
         sclm_io::write_h5ad(&out, p, &Default::default())?;
-        crate::progress::note(g.quiet, format!("wrote {} (layers: {})", p.display(), out.layers.keys().cloned().collect::<Vec<_>>().join(", ")));
+        crate::progress::note(
+            g.quiet,
+            format!("wrote {} (layers: {})", p.display(), out.layers.keys().cloned().collect::<Vec<_>>().join(", ")),
+        );
     }
     if let Some(p) = &a.json {
         crate::output::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
@@ -438,7 +448,12 @@ fn denoising(g: &Global, a: Args) -> Result<()> {
 
 /// Puts the spot coordinates into obsm['spatial'] (from obs columns or an obsm key); a clear
 /// error when there are none.
-fn with_coordinates(mut a: AnnData, file: &str, spatial_key: Option<&str>, coords_obs: Option<&str>) -> Result<AnnData> {
+fn with_coordinates(
+    mut a: AnnData,
+    file: &str,
+    spatial_key: Option<&str>,
+    coords_obs: Option<&str>,
+) -> Result<AnnData> {
     let coords: Vec<[f64; 2]> = match (coords_obs, spatial_key) {
         (Some(cols), _) => {
             let parts: Vec<&str> = cols.split(',').map(str::trim).collect();
@@ -483,7 +498,12 @@ fn with_coordinates(mut a: AnnData, file: &str, spatial_key: Option<&str>, coord
 
 /// Mean per-gene Pearson correlation and cosine over the spots (genes `genes` of `truth`
 /// against columns `pred_genes` of `pred`); genes constant on either side are skipped.
-fn per_gene_scores(truth: &sclm_data::Dense<f32>, pred: &sclm_data::Dense<f32>, genes: &[usize], pred_genes: &[usize]) -> Result<(f64, f64)> {
+fn per_gene_scores(
+    truth: &sclm_data::Dense<f32>,
+    pred: &sclm_data::Dense<f32>,
+    genes: &[usize],
+    pred_genes: &[usize],
+) -> Result<(f64, f64)> {
     use sclm_eval::metrics::{cosine, pearson};
     let n = truth.nrows;
     let (mut corr, mut cos, mut k) = (0.0, 0.0, 0usize);
@@ -580,7 +600,8 @@ fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
     let named = vec![("reference".to_string(), &reference), ("spatial".to_string(), &query_in)];
     let vocab = sclm_cellplm::union_vocabulary(&named);
     let mut config = CellPlmConfig::small(vocab.clone());
-    let opts = CorpusOptions { group_key: a.group_key.clone(), seed: g.seed, allow_non_integer: true, ..Default::default() };
+    let opts =
+        CorpusOptions { group_key: a.group_key.clone(), seed: g.seed, allow_non_integer: true, ..Default::default() };
     let cfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), seed: g.seed, ..Default::default() };
     let corpus = Corpus::build(&named, &vocab, &opts, &cfg.masking, true, true)?;
     config.batch_num = corpus.batch_labels.len();
@@ -642,7 +663,11 @@ fn median_library(x: &sclm_data::CsrMatrix) -> f64 {
         return 1.0;
     }
     let m = t.len() / 2;
-    if t.len() % 2 == 1 { t[m] } else { 0.5 * (t[m - 1] + t[m]) }
+    if t.len() % 2 == 1 {
+        t[m]
+    } else {
+        0.5 * (t[m - 1] + t[m])
+    }
 }
 
 fn perturbation(g: &Global, a: Args) -> Result<()> {
@@ -654,17 +679,29 @@ fn perturbation(g: &Global, a: Args) -> Result<()> {
     let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
     let conds = adata.obs_column(&a.perturbation_key).with_context(|| file.clone())?.to_labels();
     if !conds.contains(&a.control) {
-        bail!("{file}: no cell of obs['{}'] is '{}' (the control condition; see --control)", a.perturbation_key, a.control);
+        bail!(
+            "{file}: no cell of obs['{}'] is '{}' (the control condition; see --control)",
+            a.perturbation_key,
+            a.control
+        );
     }
     let split = sclm_eval::protocols::perturbation_split(&conds, &a.control, 0.25, 0.1, g.seed)?;
     let genes = input.var.index.clone();
     let gpos: BTreeMap<&str, u32> = genes.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
     let gene_of = |c: &str| -> Result<u32> {
-        gpos.get(c).copied().with_context(|| format!("{file}: condition '{c}' of obs['{}'] is not a gene of the file", a.perturbation_key))
+        gpos.get(c).copied().with_context(|| {
+            format!("{file}: condition '{c}' of obs['{}'] is not a gene of the file", a.perturbation_key)
+        })
     };
     let mut config = CellPlmConfig::small(genes.clone());
     config.dec_mod = sclm_cellplm::DecoderKind::Mlp;
-    let opts = CorpusOptions { group_key: None, max_cells_per_group: input.n_obs().max(1), seed: g.seed, allow_non_integer: a.allow_non_integer, ..Default::default() };
+    let opts = CorpusOptions {
+        group_key: None,
+        max_cells_per_group: input.n_obs().max(1),
+        seed: g.seed,
+        allow_non_integer: a.allow_non_integer,
+        ..Default::default()
+    };
     let named = vec![(file.clone(), &input)];
     let corpus = Corpus::build(&named, &genes, &opts, &Default::default(), false, false)?;
     let all = &corpus.groups[0];
@@ -694,7 +731,8 @@ fn perturbation(g: &Global, a: Args) -> Result<()> {
     let model = PerturbationModel { plm: CellPlm::new(&config, &device)? }.with_head_at(&control_mean)?;
     let n_batches = 48;
     let batches = pairing_batches(all, &controls, &train_conds, n_batches, 128, g.seed)?;
-    let pcfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), lr: 1e-3, seed: g.seed, ..Default::default() };
+    let pcfg =
+        sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), lr: 1e-3, seed: g.seed, ..Default::default() };
     let mut trainer = sclm_nn::train::Trainer::new(model, pcfg.train_config(n_batches));
     let t0 = Instant::now();
     let pb = crate::progress::spinner("training the perturbation model", g.quiet);
@@ -788,7 +826,12 @@ pub fn predict(g: &Global, a: PredictArgs) -> Result<()> {
 }
 
 /// Class and probability of every cell of `corpus`, in dataset row order.
-fn predict_cells(model: &CellPlmClassifier, corpus: &Corpus, classes: &[String], n_obs: usize) -> Result<(Vec<String>, Vec<f32>)> {
+fn predict_cells(
+    model: &CellPlmClassifier,
+    corpus: &Corpus,
+    classes: &[String],
+    n_obs: usize,
+) -> Result<(Vec<String>, Vec<f32>)> {
     let mut pred = vec![String::new(); n_obs];
     let mut prob = vec![f32::NAN; n_obs];
     for grp in &corpus.groups {

@@ -89,7 +89,9 @@ fn frame_summary(s: &mut String, what: &str, df: &DataFrame) {
                 let more = if categories.len() > 12 { ", ..." } else { "" };
                 format!("{} categories ({}{more})", categories.len(), shown.join(", "))
             }
-            Column::Bool(v) => format!("{} true, {} false", v.iter().filter(|&&b| b).count(), v.iter().filter(|&&b| !b).count()),
+            Column::Bool(v) => {
+                format!("{} true, {} false", v.iter().filter(|&&b| b).count(), v.iter().filter(|&&b| !b).count())
+            }
             other => match other.to_f64() {
                 Some(v) if !v.is_empty() => {
                     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);

@@ -51,11 +51,7 @@ pub fn color_by(a: &AnnData, file: &std::path::Path, key: &str) -> Result<ColorB
         let col = a.x.select_cols(&[j]).to_dense();
         return Ok(ColorBy::Numeric(col.data.iter().map(|&v| v as f64).collect()));
     }
-    bail!(
-        "{}: '{key}' is neither an obs column ({}) nor a gene",
-        file.display(),
-        a.obs.names().join(", ")
-    )
+    bail!("{}: '{key}' is neither an obs column ({}) nor a gene", file.display(), a.obs.names().join(", "))
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {

@@ -32,8 +32,8 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let (mut adata, report) = sclm_io::read_any(&a.file)?;
     crate::progress::warn_read(g.quiet, &a.file, &report);
     let sp = crate::progress::spinner("preprocessing", g.quiet);
-    let reports = pipeline::run(&mut adata, &steps, g.seed)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    let reports =
+        pipeline::run(&mut adata, &steps, g.seed).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
     sp.finish_and_clear();
     for r in &reports {
         crate::progress::note(g.quiet, format!("  {}: {}", r.step, r.summary));

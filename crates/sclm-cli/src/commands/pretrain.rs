@@ -158,7 +158,14 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             corpus.batch_labels.len()
         ),
     );
-    let cfg = PretrainConfig { masking, epochs: a.epochs, lr: a.lr, weight_decay: a.weight_decay, seed: g.seed, ..Default::default() };
+    let cfg = PretrainConfig {
+        masking,
+        epochs: a.epochs,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: g.seed,
+        ..Default::default()
+    };
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let mut s = a.out.clone().into_os_string();
         s.push(".run");

@@ -93,7 +93,13 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 }
 
 /// Streams a simulation to `out` chunk by chunk; returns the number of cells written.
-pub fn simulate_to(cfg: &SimConfig, out: &std::path::Path, chunk: usize, gzip: Option<u32>, quiet: bool) -> Result<usize> {
+pub fn simulate_to(
+    cfg: &SimConfig,
+    out: &std::path::Path,
+    chunk: usize,
+    gzip: Option<u32>,
+    quiet: bool,
+) -> Result<usize> {
     let stream = SimStream::new(cfg)?;
     let opts = sclm_io::WriteOptions { compression: gzip };
     let mut w = sclm_io::H5adStreamWriter::create(out, &stream.template(), &opts)?;

@@ -272,7 +272,8 @@ fn refine(g: &Graph, comm: &[usize], gamma: f64, rng: &mut StdRng) -> Vec<usize>
         ks[comm[v]] += g.strength[v];
     }
     // External weight of each refined community to the rest of its community.
-    let mut ext: Vec<f64> = (0..n).map(|v| g.edges(v).filter(|&(u, _)| comm[u] == comm[v]).map(|(_, x)| x).sum()).collect();
+    let mut ext: Vec<f64> =
+        (0..n).map(|v| g.edges(v).filter(|&(u, _)| comm[u] == comm[v]).map(|(_, x)| x).sum()).collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
     let mut m = Acc::new(n);

@@ -18,7 +18,9 @@ pub fn silhouette_samples<T: Ord + Clone + Sync>(x: &Dense<f32>, labels: &[T]) -
     let k = classes.len();
     let n = x.nrows;
     if k < 2 || k > n.saturating_sub(1) {
-        return invalid(format!("silhouette needs 2 <= number of labels <= n_samples - 1, got {k} labels for {n} samples"));
+        return invalid(format!(
+            "silhouette needs 2 <= number of labels <= n_samples - 1, got {k} labels for {n} samples"
+        ));
     }
     let sizes = counts(&codes, k);
     let xd = to_f64(x);
@@ -63,7 +65,11 @@ pub fn asw_label<T: Ord + Clone + Sync>(x: &Dense<f32>, labels: &[T]) -> Result<
 /// scIB's ASW_batch (`silhouette_batch`): within each cell type, silhouettes on batch labels,
 /// scored 1 − |s| per cell; averaged per cell type, then over cell types. Cell types with a
 /// single batch, or with as many batches as cells, are skipped. Errors when none is left.
-pub fn asw_batch<T: Ord + Clone + Sync, B: Ord + Clone + Sync>(x: &Dense<f32>, labels: &[T], batches: &[B]) -> Result<f64> {
+pub fn asw_batch<T: Ord + Clone + Sync, B: Ord + Clone + Sync>(
+    x: &Dense<f32>,
+    labels: &[T],
+    batches: &[B],
+) -> Result<f64> {
     check_len("batch ASW: labels vs embedding rows", x.nrows, labels.len())?;
     check_len("batch ASW: batches vs embedding rows", x.nrows, batches.len())?;
     let (codes, classes) = encode(labels);

@@ -383,7 +383,12 @@ impl<M: Trainable> Trainer<M> {
 
     /// Trains until `max_epochs` (counting epochs already done, so a resumed trainer continues)
     /// or early stopping. Validation uses the mean validation loss when `valid` is non-empty.
-    pub fn fit(&mut self, train: &[M::Batch], valid: &[M::Batch], progress: &mut dyn Progress) -> Result<FitSummary, NnError> {
+    pub fn fit(
+        &mut self,
+        train: &[M::Batch],
+        valid: &[M::Batch],
+        progress: &mut dyn Progress,
+    ) -> Result<FitSummary, NnError> {
         self.fit_with_metric(train, valid, None, progress)
     }
 
@@ -431,7 +436,8 @@ impl<M: Trainable> Trainer<M> {
                     }
                 }
             }
-            let report = EpochReport { epoch: self.state.epoch, train_loss, valid_metric, lr: self.current_lr(), is_best };
+            let report =
+                EpochReport { epoch: self.state.epoch, train_loss, valid_metric, lr: self.current_lr(), is_best };
             self.state.epoch += 1;
             if let Some(log) = self.log.as_mut() {
                 log.write(&serde_json::json!({
@@ -497,7 +503,12 @@ impl<M: Trainable> Trainer<M> {
     /// weights, optimiser and training state from `dir/checkpoint`, the best model so far from
     /// `dir/best` (so early stopping and model selection carry on), and the log with the
     /// interrupted epoch's records dropped. The result equals an uninterrupted run's.
-    pub fn resume_run(model: M, config: TrainConfig, dir: impl AsRef<Path>, model_config: serde_json::Value) -> Result<Self, NnError> {
+    pub fn resume_run(
+        model: M,
+        config: TrainConfig,
+        dir: impl AsRef<Path>,
+        model_config: serde_json::Value,
+    ) -> Result<Self, NnError> {
         let dir = dir.as_ref();
         let ckpt = dir.join("checkpoint");
         if !ckpt.join("train_state.json").exists() {

@@ -226,7 +226,8 @@ impl GroupedAdamW {
     pub fn save(&self, dir: &Path) -> Result<(), NnError> {
         for (name, o) in self.group_names().iter().zip(&self.optims) {
             let path = dir.join(format!("optimizer.{name}.bpk"));
-            o.save(&path).map_err(|e| NnError::Store { path: path.display().to_string(), message: format!("{e:?}") })?;
+            o.save(&path)
+                .map_err(|e| NnError::Store { path: path.display().to_string(), message: format!("{e:?}") })?;
         }
         Ok(())
     }
@@ -237,7 +238,10 @@ impl GroupedAdamW {
         let mut optims = Vec::new();
         for (name, o) in names.iter().zip(self.optims.drain(..)) {
             let path = dir.join(format!("optimizer.{name}.bpk"));
-            optims.push(o.load(&path).map_err(|e| NnError::Store { path: path.display().to_string(), message: format!("{e:?}") })?);
+            optims.push(
+                o.load(&path)
+                    .map_err(|e| NnError::Store { path: path.display().to_string(), message: format!("{e:?}") })?,
+            );
         }
         self.optims = optims;
         Ok(self)

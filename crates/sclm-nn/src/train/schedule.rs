@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn warmup_then_decays() {
-        let lin = ScheduleConfig::new(1.0).with_warmup_steps(4).with_total_steps(Some(14)).with_decay(DecayKind::Linear);
+        let lin =
+            ScheduleConfig::new(1.0).with_warmup_steps(4).with_total_steps(Some(14)).with_decay(DecayKind::Linear);
         assert_eq!(lin.lr_at(0), 0.25);
         assert_eq!(lin.lr_at(3), 1.0);
         assert_eq!(lin.lr_at(4), 1.0);

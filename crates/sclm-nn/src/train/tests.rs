@@ -169,13 +169,13 @@ fn divide_and_conquer_gradients_equal_end_to_end() {
     let n = 24;
     let x = to_vec(Tensor::<2>::random([n, 12], Distribution::Normal(0.0, 1.0), &dev));
     let noise = to_vec(Tensor::<2>::random([n, 12], Distribution::Normal(0.0, 0.1), &dev));
-    let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..n)
-        .map(|i| (x[i * 12..(i + 1) * 12].to_vec(), noise[i * 12..(i + 1) * 12].to_vec()))
-        .collect();
+    let rows: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..n).map(|i| (x[i * 12..(i + 1) * 12].to_vec(), noise[i * 12..(i + 1) * 12].to_vec())).collect();
     let embed = |m: &Mlp, chunk: &[(Vec<f32>, Vec<f32>)]| {
         let k = chunk.len();
         let a: Vec<f32> = chunk.iter().flat_map(|r| r.0.clone()).collect();
-        let b: Vec<f32> = chunk.iter().flat_map(|r| r.0.iter().zip(&r.1).map(|(u, v)| u + v).collect::<Vec<_>>()).collect();
+        let b: Vec<f32> =
+            chunk.iter().flat_map(|r| r.0.iter().zip(&r.1).map(|(u, v)| u + v).collect::<Vec<_>>()).collect();
         (m.forward(tensor_from(a, [k, 12], &dev)), m.forward(tensor_from(b, [k, 12], &dev)))
     };
     let cfg = dac::DacConfig::new(5).with_temperature(0.1);
