@@ -137,9 +137,9 @@ impl CellPlmClassifier {
 impl Trainable for CellPlmClassifier {
     type Batch = LabeledGroup;
 
-    fn loss(&self, batch: &LabeledGroup) -> LossOutput {
+    fn loss(&self, batch: &LabeledGroup) -> Result<LossOutput, sclm_nn::NnError> {
         let mut rng = device_rng(&self.plm.device());
-        self.masked_ce(batch, &mut rng).expect("annotation groups validated when built")
+        self.masked_ce(batch, &mut rng).map_err(sclm_nn::NnError::model)
     }
 }
 

@@ -51,18 +51,23 @@ impl PerturbationModel {
 impl Trainable for PerturbationModel {
     type Batch = PerturbationBatch;
 
-    fn loss(&self, b: &PerturbationBatch) -> LossOutput {
-        let counts =
-            CsrRows::new(b.input.n_genes, &b.input.indptr, &b.input.indices, &b.input.data).expect("validated batch");
+    fn loss(&self, b: &PerturbationBatch) -> Result<LossOutput, sclm_nn::NnError> {
+        let counts = CsrRows::new(b.input.n_genes, &b.input.indptr, &b.input.indices, &b.input.data)?;
         let pred = self
             .plm
             .decode_marked(&counts, b.input.coords.as_deref(), (&b.markers, MARKER_VALUE), false)
-            .expect("validated batch");
+            .map_err(sclm_nn::NnError::model)?;
         let [n, g] = pred.dims();
+        if b.targets.len() != n * g {
+            return Err(sclm_nn::NnError::Shape(format!(
+                "perturbation targets: {} values for {n} cells × {g} genes",
+                b.targets.len()
+            )));
+        }
         let target = Tensor::<2>::from_data(TensorData::new(b.targets.clone(), [n, g]), &pred.device());
         let mse = (pred - target).powi_scalar(2).mean();
         let v = to_vec(mse.clone())[0] as f64;
-        LossOutput::new(mse).with_term("mse", v)
+        Ok(LossOutput::new(mse).with_term("mse", v))
     }
 }
 

@@ -341,10 +341,9 @@ pub fn device_rng(device: &Device) -> rand::rngs::StdRng {
 impl Trainable for CellPlm {
     type Batch = TrainGroup;
 
-    fn loss(&self, batch: &TrainGroup) -> LossOutput {
+    fn loss(&self, batch: &TrainGroup) -> Result<LossOutput, sclm_nn::NnError> {
         let mut rng = device_rng(&self.device());
-        // Groups are validated when the corpus is built, so a failure here is a bug.
-        self.masked_loss(batch, &batch.masking, &mut rng).expect("training group validated when the corpus was built")
+        self.masked_loss(batch, &batch.masking, &mut rng).map_err(sclm_nn::NnError::model)
     }
 }
 

@@ -33,9 +33,20 @@ pub enum NnError {
         /// What went wrong.
         message: String,
     },
+    /// A model's own failure inside a loss or a training step (a family's input or state
+    /// error), carrying the family's error: its message is shown as is and it can be recovered
+    /// with `downcast_ref`. Build it with [`NnError::model`].
+    #[error(transparent)]
+    Model(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl NnError {
+    /// A [`NnError::Model`] from a family's error or a message, e.g.
+    /// `.map_err(NnError::model)` on a family `Result`.
+    pub fn model(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        NnError::Model(error.into())
+    }
+
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         NnError::Io { path: path.as_ref().display().to_string(), source }
     }

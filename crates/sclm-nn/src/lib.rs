@@ -19,8 +19,8 @@
 //! - [`vq`]: vector quantiser with affine codebook, straight-through gradient, dead-code reset.
 //! - [`latent`]: Gaussian and Gaussian-mixture latent layers.
 //! - [`loss`]: MSE, NB/ZINB log-likelihoods, cross-entropy, BCE, InfoNCE, focal loss.
-//! - [`train`]: trainer, grouped AdamW, schedules, checkpoints, run log, divide-and-conquer
-//!   contrastive learning.
+//! - [`train`]: trainer and its step seam (plain losses, multi-loss, momentum-encoder and
+//!   divide-and-conquer contrastive steps), grouped AdamW, schedules, checkpoints, run log.
 //! - [`host`]: inference path on plain host buffers (fused element-wise passes, SIMD dispatch,
 //!   direct GEMM) for the gene-embedding bag, Linear, norms and the Flowformer layer.
 //! - [`bench`]: encoder-layer benchmark against PyTorch.

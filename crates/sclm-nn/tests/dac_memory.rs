@@ -54,7 +54,7 @@ fn peak_memory_grows_with_chunk_not_batch() {
         let x = Tensor::stack::<2>(xs.to_vec(), 0);
         let h = m.b.forward(m.a.forward(x.clone()).tanh());
         let hp = m.b.forward(m.a.forward(x.mul_scalar(1.01)).tanh());
-        (h, hp)
+        Ok((h, hp))
     };
     let cells = |n: usize| -> Vec<Tensor<1>> {
         (0..n).map(|_| Tensor::<1>::random([64], Distribution::Normal(0.0, 1.0), &dev)).collect()
@@ -62,17 +62,17 @@ fn peak_memory_grows_with_chunk_not_batch() {
     // Warm-up: one-time allocations (thread pools, lazily initialised weights) are not counted.
     {
         let xs = cells(64);
-        drop(dac_contrastive_grads(&m, &xs, &DacConfig::new(32), embed));
+        drop(dac_contrastive_grads(&m, &xs, &DacConfig::new(32), embed).unwrap());
     }
     let mut figures = Vec::new();
     for n in [256usize, 1024] {
         let xs = cells(n);
         let dac = measure(|| {
-            let out = dac_contrastive_grads(&m, &xs, &DacConfig::new(32), embed);
+            let out = dac_contrastive_grads(&m, &xs, &DacConfig::new(32), embed).unwrap();
             drop(out);
         });
         let e2e = measure(|| {
-            let (h, hp) = embed(&m, &xs);
+            let (h, hp) = embed(&m, &xs).unwrap();
             let g = sclm_nn::loss::info_nce(h, hp, 0.05, false).backward();
             drop(g);
         });

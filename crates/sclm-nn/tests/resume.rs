@@ -26,11 +26,11 @@ struct Batch {
 
 impl Trainable for Net {
     type Batch = Batch;
-    fn loss(&self, b: &Batch) -> LossOutput {
+    fn loss(&self, b: &Batch) -> Result<LossOutput, sclm_nn::NnError> {
         let h = self.drop.forward(self.embedder.forward(b.x.clone()).tanh());
         let mse = masked_mse(self.body.forward(h), b.y.clone(), None);
         let v = mse.clone().into_scalar::<f32>() as f64;
-        LossOutput::new(mse).with_term("mse", v)
+        Ok(LossOutput::new(mse).with_term("mse", v))
     }
 }
 

@@ -1,15 +1,47 @@
-//! Training: the loss seam ([`LossOutput`], [`Trainable`]), AdamW with parameter groups,
-//! schedules, gradient clipping and accumulation, early stopping, checkpoints with exact
-//! resume, a JSONL run log, progress callbacks, and divide-and-conquer contrastive learning.
+//! Training: the step seam ([`TrainStep`], with [`Trainable`] for plain losses), AdamW with
+//! parameter groups, schedules, gradient clipping and accumulation, early stopping,
+//! checkpoints with exact resume, a JSONL run log, progress callbacks, momentum encoders and
+//! divide-and-conquer contrastive learning.
+//!
+//! # The step seam
+//!
+//! [`Trainer`] owns the loop: batch order, gradient accumulation, clipping, the optimiser
+//! update, validation, model selection, early stopping, `log.jsonl`, checkpoints and resume.
+//! What one optimiser step computes is a [`TrainStep`]:
+//!
+//! - [`TrainStep::grads`]: the parameter gradients of one micro-batch and a [`LossReport`]
+//!   (loss and named terms, logged). A plain loss back-propagates a [`LossOutput`]
+//!   ([`LossOutput::backward`]); a multi-loss step reports every term; the
+//!   divide-and-conquer step ([`dac::DacStep`]) runs its two chunked passes here.
+//! - [`TrainStep::after_optimizer_step`]: runs after each update with the new weights, e.g. a
+//!   momentum encoder's EMA update and pushing the step's keys into a queue
+//!   ([`momentum::ema_update`], [`momentum::EmbeddingQueue`]).
+//! - [`TrainStep::state`] / [`TrainStep::load_state`]: the step's own state ([`StepState`]:
+//!   JSON values and named tensors), stored in every checkpoint (`step_state.json`,
+//!   `step_state.bpk`) and restored on resume, so a momentum run resumes bit for bit.
+//! - [`TrainStep::valid_loss`]: the validation loss, unless `fit_with_metric` gets a metric.
+//! - [`TrainStep::weight_naming`] (for a [`Trainable`]: [`Trainable::weight_naming`]): the
+//!   names and layout of the weights in `checkpoint/` and `best/`, e.g. a [`NameTable`] of the
+//!   family's published state-dict keys; by default module paths. Resume reads them back
+//!   through the same naming.
+//!
+//! A [`Trainable`] model (a loss returning `Result<LossOutput, NnError>`) trains through the
+//! adapter step [`LossStep`]: [`Trainer::new`], [`Trainer::start`], [`Trainer::resume_run`]
+//! and [`Trainer::resume`] build a `Trainer<M, LossStep>`; [`Trainer::with_step`],
+//! [`Trainer::start_with_step`], [`Trainer::resume_run_with_step`] and
+//! [`Trainer::resume_with_step`] take any step. Errors of a step (a family's error mapped into
+//! [`NnError::Model`]) end `fit` with that error; nothing panics.
 //!
 //! Reproducibility: one seed drives everything. Before optimiser step `s` the backend
 //! generator of the model's device is seeded with a hash of `(seed, s)` (dropout, Gumbel noise)
 //! and the batch order of epoch `e` comes from a host generator seeded with `(seed, e)`, so the
 //! random state at any step is a pure function of the seed and the step: a resumed run
-//! continues exactly where an uninterrupted one would be.
+//! continues exactly where an uninterrupted one would be. Steps that re-seed the generator
+//! themselves derive their seeds from [`StepContext::seed`], a function of the same.
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -22,12 +54,18 @@ use crate::NnError;
 
 pub mod checkpoint;
 pub mod dac;
+pub mod momentum;
 pub mod optim;
 pub mod schedule;
+pub mod step;
 
-pub use checkpoint::{copy_weights, load_model, save_model, LoadReport};
+pub use checkpoint::{
+    copy_weights, load_model, load_model_named, save_model, save_model_named, LoadReport, NameEntry, NameTable,
+    WeightNaming,
+};
 pub use optim::{GroupedAdamW, OptimizerConfig, ParamGroupConfig};
 pub use schedule::{DecayKind, ReduceOnPlateau, ReduceOnPlateauConfig, ScheduleConfig};
+pub use step::{LossReport, LossStep, StepContext, StepState, TrainStep};
 
 /// What a model returns for one batch: the scalar to minimise and named terms for logging.
 #[derive(Debug, Clone)]
@@ -57,8 +95,15 @@ pub trait Trainable: Module + Sized {
     type Batch;
 
     /// The loss of a batch. Called on the training module (autodiff device, dropout on) and on
-    /// its [`valid`](Module::valid) copy for validation.
-    fn loss(&self, batch: &Self::Batch) -> LossOutput;
+    /// its [`valid`](Module::valid) copy for validation. An error (the model's own failure,
+    /// e.g. [`NnError::model`] around a family error) ends [`Trainer::fit`] with that error.
+    fn loss(&self, batch: &Self::Batch) -> Result<LossOutput, NnError>;
+
+    /// How the trainer names (and lays out) this model's weights in `checkpoint/` and `best/`
+    /// (e.g. a [`NameTable`] of the published state-dict keys). Default: module paths.
+    fn weight_naming(&self) -> Option<Arc<dyn WeightNaming>> {
+        None
+    }
 }
 
 /// Report of one optimiser step.
@@ -232,15 +277,22 @@ pub(crate) fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A validation metric computed on the evaluation-mode model over the validation batches.
-pub type MetricFn<M> = dyn Fn(&M, &[<M as Trainable>::Batch]) -> f64;
+/// What [`Trainer::accumulate_grads`] returns: the mean gradients, the mean loss and the mean
+/// named terms.
+pub type AccumulatedGrads = (GradientsParams, f64, Vec<(String, f64)>);
 
-/// The training loop.
-pub struct Trainer<M: Trainable> {
+/// A validation metric computed on the evaluation-mode model over the validation batches
+/// (`B`: the batch of the training step; for a [`Trainable`], its batch).
+pub type MetricFn<M, B = <M as Trainable>::Batch> = dyn Fn(&M, &[B]) -> f64;
+
+/// The training loop around a [`TrainStep`] (by default [`LossStep`], the loss of a
+/// [`Trainable`] model).
+pub struct Trainer<M, S = LossStep> {
     /// The model being trained (on an autodiff device).
     pub model: M,
     /// Best model so far by validation metric (kept when validation data is given).
     pub best_model: Option<M>,
+    train_step: S,
     optim: GroupedAdamW,
     config: TrainConfig,
     state: TrainState,
@@ -251,8 +303,45 @@ pub struct Trainer<M: Trainable> {
 }
 
 impl<M: Trainable> Trainer<M> {
-    /// A trainer for `model` (initialised on an autodiff device, e.g. [`crate::train_device`]).
+    /// A trainer for `model` (initialised on an autodiff device, e.g. [`crate::train_device`]),
+    /// minimising its [`Trainable::loss`].
     pub fn new(model: M, config: TrainConfig) -> Self {
+        Self::with_step(model, LossStep, config)
+    }
+
+    /// A trainer for a new run (in `run_dir` when given) or, with `resume`, one continuing the
+    /// run in `run_dir` ([`Trainer::resume_run`]). Resuming without a run directory is an error.
+    pub fn start(
+        model: M,
+        config: TrainConfig,
+        run_dir: Option<&Path>,
+        resume: bool,
+        model_config: serde_json::Value,
+    ) -> Result<Self, NnError> {
+        Self::start_with_step(model, LossStep, config, run_dir, resume, model_config)
+    }
+
+    /// Continues the run in `dir` from its last checkpoint (see
+    /// [`Trainer::resume_run_with_step`]).
+    pub fn resume_run(
+        model: M,
+        config: TrainConfig,
+        dir: impl AsRef<Path>,
+        model_config: serde_json::Value,
+    ) -> Result<Self, NnError> {
+        Self::resume_run_with_step(model, LossStep, config, dir, model_config)
+    }
+
+    /// Restores a trainer from a checkpoint directory (see [`Trainer::resume_with_step`]).
+    pub fn resume(model: M, config: TrainConfig, dir: impl AsRef<Path>) -> Result<Self, NnError> {
+        Self::resume_with_step(model, LossStep, config, dir)
+    }
+}
+
+impl<M: Module, S: TrainStep<M>> Trainer<M, S> {
+    /// A trainer for `model` (initialised on an autodiff device) whose optimiser steps are
+    /// computed by `step`.
+    pub fn with_step(model: M, step: S, config: TrainConfig) -> Self {
         // Materialise lazily initialised parameters now, so that their random draws never
         // interleave with the per-step random streams.
         optim::touch_params(&model);
@@ -271,6 +360,7 @@ impl<M: Trainable> Trainer<M> {
         Self {
             model,
             best_model: None,
+            train_step: step,
             optim: GroupedAdamW::new(config.optimizer.clone()),
             config,
             state,
@@ -282,7 +372,8 @@ impl<M: Trainable> Trainer<M> {
     }
 
     /// Uses `dir` as run directory: `log.jsonl` there, checkpoints in `dir/checkpoint` after
-    /// every epoch and the best model in `dir/best`. `model_config` is stored in each
+    /// every epoch and the best model in `dir/best` (weights named by the step's
+    /// [`TrainStep::weight_naming`], module paths by default). `model_config` is stored in each
     /// checkpoint's `config.json`.
     pub fn with_run_dir(mut self, dir: impl AsRef<Path>, model_config: serde_json::Value) -> Result<Self, NnError> {
         let dir = dir.as_ref().to_path_buf();
@@ -298,29 +389,48 @@ impl<M: Trainable> Trainer<M> {
         &self.state
     }
 
+    /// The training step (e.g. to read a momentum encoder or its queue).
+    pub fn train_step(&self) -> &S {
+        &self.train_step
+    }
+
+    /// The training step, mutably.
+    pub fn train_step_mut(&mut self) -> &mut S {
+        &mut self.train_step
+    }
+
     /// Learning rate of the next step.
     pub fn current_lr(&self) -> f64 {
         let scale = self.state.plateau.as_ref().map(|p| p.scale).unwrap_or(1.0);
         self.config.schedule.lr_at(self.state.step) * scale
     }
 
+    fn context(&self, micro_batch: usize) -> StepContext {
+        StepContext {
+            epoch: self.state.epoch,
+            step: self.state.step,
+            micro_batch,
+            seed: mix_seed(mix_seed(self.state.seed, 4, self.state.step as u64), 5, micro_batch as u64),
+        }
+    }
+
     /// Gradients of the mean loss of `batches` (gradient accumulation), with the mean loss and
     /// mean named terms. Seeds the backend generator for the current step first.
-    pub fn accumulate_grads(&mut self, batches: &[&M::Batch]) -> (GradientsParams, f64, Vec<(String, f64)>) {
+    pub fn accumulate_grads(&mut self, batches: &[&S::Batch]) -> Result<AccumulatedGrads, NnError> {
         self.device.seed(mix_seed(self.state.seed, 1, self.state.step as u64));
         let mut acc = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0;
         let mut terms: Vec<(String, f64)> = Vec::new();
-        for b in batches {
-            let out = self.model.loss(b);
-            loss_sum += crate::util::scalar(out.total.clone());
-            for (name, v) in out.terms {
+        for (i, b) in batches.iter().enumerate() {
+            let ctx = self.context(i);
+            let (grads, report) = self.train_step.grads(&self.model, b, &ctx)?;
+            loss_sum += report.loss;
+            for (name, v) in report.terms {
                 match terms.iter_mut().find(|(n, _)| *n == name) {
                     Some(t) => t.1 += v,
                     None => terms.push((name, v)),
                 }
             }
-            let grads = GradientsParams::from_grads(out.total.backward(), &self.model);
             acc.accumulate(&self.model, grads);
         }
         let n = batches.len().max(1) as f64;
@@ -328,31 +438,38 @@ impl<M: Trainable> Trainer<M> {
         if batches.len() > 1 {
             optim::scale_grads(&self.model, &mut grads, 1.0 / n);
         }
-        (grads, loss_sum / n, terms.into_iter().map(|(k, v)| (k, v / n)).collect())
+        Ok((grads, loss_sum / n, terms.into_iter().map(|(k, v)| (k, v / n)).collect()))
     }
 
-    /// One optimiser step over `batches` (gradient accumulation: the mean of their losses).
-    pub fn step(&mut self, batches: &[&M::Batch]) -> StepReport {
-        let (grads, loss, terms) = self.accumulate_grads(batches);
+    /// One optimiser step over `batches` (gradient accumulation: the mean of their losses),
+    /// then the step's [`after_optimizer_step`](TrainStep::after_optimizer_step).
+    pub fn step(&mut self, batches: &[&S::Batch]) -> Result<StepReport, NnError> {
+        let (grads, loss, terms) = self.accumulate_grads(batches)?;
         let lr = self.current_lr();
         let model = self.model.clone();
         let (model, grad_norm) = self.optim.step(lr, model, grads);
         self.model = model;
+        let ctx = self.context(batches.len().saturating_sub(1));
+        self.train_step.after_optimizer_step(&self.model, &ctx)?;
         let report = StepReport { epoch: self.state.epoch, step: self.state.step, lr, loss, grad_norm, terms };
         self.state.step += 1;
-        report
+        Ok(report)
     }
 
-    /// Mean validation loss of `batches` with the model in evaluation mode.
-    pub fn validate(&self, batches: &[M::Batch]) -> f64 {
+    /// Mean validation loss of `batches` ([`TrainStep::valid_loss`]) with the model in
+    /// evaluation mode.
+    pub fn validate(&self, batches: &[S::Batch]) -> Result<f64, NnError> {
         let model = self.model.valid();
-        let total: f64 = batches.iter().map(|b| crate::util::scalar(model.loss(b).total)).sum();
-        total / batches.len().max(1) as f64
+        let mut total = 0.0;
+        for b in batches {
+            total += self.train_step.valid_loss(&model, b)?;
+        }
+        Ok(total / batches.len().max(1) as f64)
     }
 
     /// One epoch over `train` (shuffled with the epoch's seed, grouped by the accumulation
     /// count). Returns the mean training loss.
-    pub fn run_epoch(&mut self, train: &[M::Batch], progress: &mut dyn Progress) -> Result<f64, NnError> {
+    pub fn run_epoch(&mut self, train: &[S::Batch], progress: &mut dyn Progress) -> Result<f64, NnError> {
         let mut order: Vec<usize> = (0..train.len()).collect();
         if self.config.shuffle {
             let mut rng = rand::rngs::StdRng::seed_from_u64(mix_seed(self.state.seed, 2, self.state.epoch as u64));
@@ -362,8 +479,8 @@ impl<M: Trainable> Trainer<M> {
         let mut total = 0.0;
         let mut count = 0usize;
         for (ci, chunk) in order.chunks(k).enumerate() {
-            let batches: Vec<&M::Batch> = chunk.iter().map(|&i| &train[i]).collect();
-            let report = self.step(&batches);
+            let batches: Vec<&S::Batch> = chunk.iter().map(|&i| &train[i]).collect();
+            let report = self.step(&batches)?;
             total += report.loss * chunk.len() as f64;
             count += chunk.len();
             if let Some(log) = self.log.as_mut() {
@@ -383,10 +500,11 @@ impl<M: Trainable> Trainer<M> {
 
     /// Trains until `max_epochs` (counting epochs already done, so a resumed trainer continues)
     /// or early stopping. Validation uses the mean validation loss when `valid` is non-empty.
+    /// An error of the step (a loss that fails) ends training and is returned.
     pub fn fit(
         &mut self,
-        train: &[M::Batch],
-        valid: &[M::Batch],
+        train: &[S::Batch],
+        valid: &[S::Batch],
         progress: &mut dyn Progress,
     ) -> Result<FitSummary, NnError> {
         self.fit_with_metric(train, valid, None, progress)
@@ -396,9 +514,9 @@ impl<M: Trainable> Trainer<M> {
     /// model (e.g. macro-F1 with `maximize_metric = true`).
     pub fn fit_with_metric(
         &mut self,
-        train: &[M::Batch],
-        valid: &[M::Batch],
-        metric: Option<&MetricFn<M>>,
+        train: &[S::Batch],
+        valid: &[S::Batch],
+        metric: Option<&MetricFn<M, S::Batch>>,
         progress: &mut dyn Progress,
     ) -> Result<FitSummary, NnError> {
         while self.state.epoch < self.config.max_epochs && !self.state.stopped_early {
@@ -408,7 +526,7 @@ impl<M: Trainable> Trainer<M> {
             } else {
                 Some(match metric {
                     Some(f) => f(&self.model.valid(), valid),
-                    None => self.validate(valid),
+                    None => self.validate(valid)?,
                 })
             };
             let mut is_best = false;
@@ -451,9 +569,10 @@ impl<M: Trainable> Trainer<M> {
                 // that model in `best/` (a crash in between replays the epoch, which rewrites
                 // the same best model).
                 if is_best {
+                    let naming = self.train_step.weight_naming(&self.model);
                     checkpoint::write_atomically(&dir.join("best"), |tmp| {
                         checkpoint::write_config(tmp, &self.model_config, &self.config)?;
-                        save_model(&self.model, &tmp.join("model.safetensors"))
+                        save_model_named(&self.model, &tmp.join("model.safetensors"), naming.as_ref())
                     })?;
                 }
                 self.save_checkpoint(dir.join("checkpoint"))?;
@@ -468,43 +587,50 @@ impl<M: Trainable> Trainer<M> {
         })
     }
 
-    /// Writes a full checkpoint (weights, optimiser, training state, configs) to `dir`,
-    /// atomically (temporary directory, then rename).
+    /// Writes a full checkpoint (weights, optimiser, training state, the step's own state,
+    /// configs) to `dir`, atomically (temporary directory, then rename).
     pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<(), NnError> {
+        let step_state = self.train_step.state()?;
+        let naming = self.train_step.weight_naming(&self.model);
         checkpoint::write_atomically(dir.as_ref(), |tmp| {
             checkpoint::write_config(tmp, &self.model_config, &self.config)?;
-            save_model(&self.model, &tmp.join("model.safetensors"))?;
+            save_model_named(&self.model, &tmp.join("model.safetensors"), naming.as_ref())?;
             let ids: std::collections::BTreeMap<String, u64> =
                 optim::param_paths(&self.model).into_iter().map(|(p, id)| (p, id.val())).collect();
             checkpoint::write_json(&tmp.join("param_ids.json"), &ids)?;
             self.optim.save(tmp)?;
+            if let Some(s) = &step_state {
+                s.save(tmp)?;
+            }
             checkpoint::write_json(&tmp.join("train_state.json"), &self.state)
         })
     }
 
-    /// A trainer for a new run (in `run_dir` when given) or, with `resume`, one continuing the
-    /// run in `run_dir` ([`Trainer::resume_run`]). Resuming without a run directory is an error.
-    pub fn start(
+    /// [`Trainer::start`] with a training step.
+    pub fn start_with_step(
         model: M,
+        step: S,
         config: TrainConfig,
         run_dir: Option<&Path>,
         resume: bool,
         model_config: serde_json::Value,
     ) -> Result<Self, NnError> {
         match (run_dir, resume) {
-            (Some(dir), true) => Self::resume_run(model, config, dir, model_config),
-            (Some(dir), false) => Self::new(model, config).with_run_dir(dir, model_config),
+            (Some(dir), true) => Self::resume_run_with_step(model, step, config, dir, model_config),
+            (Some(dir), false) => Self::with_step(model, step, config).with_run_dir(dir, model_config),
             (None, true) => Err(NnError::Config("resuming needs a run directory".into())),
-            (None, false) => Ok(Self::new(model, config)),
+            (None, false) => Ok(Self::with_step(model, step, config)),
         }
     }
 
     /// Continues the run in `dir` (see [`Trainer::with_run_dir`]) from its last checkpoint:
-    /// weights, optimiser and training state from `dir/checkpoint`, the best model so far from
-    /// `dir/best` (so early stopping and model selection carry on), and the log with the
-    /// interrupted epoch's records dropped. The result equals an uninterrupted run's.
-    pub fn resume_run(
+    /// weights, optimiser, training state and the step's state from `dir/checkpoint`, the best
+    /// model so far from `dir/best` (so early stopping and model selection carry on), and the
+    /// log with the interrupted epoch's records dropped. The result equals an uninterrupted
+    /// run's.
+    pub fn resume_run_with_step(
         model: M,
+        step: S,
         config: TrainConfig,
         dir: impl AsRef<Path>,
         model_config: serde_json::Value,
@@ -514,10 +640,11 @@ impl<M: Trainable> Trainer<M> {
         if !ckpt.join("train_state.json").exists() {
             return Err(NnError::Config(format!("no checkpoint to resume from in {}", dir.display())));
         }
-        let mut trainer = Self::resume(model, config, &ckpt)?;
+        let mut trainer = Self::resume_with_step(model, step, config, &ckpt)?;
         if trainer.state.best_epoch.is_some() {
             let path = dir.join("best").join("model.safetensors");
-            let (best, report) = load_model(trainer.model.clone(), &path)?;
+            let naming = trainer.train_step.weight_naming(&trainer.model);
+            let (best, report) = load_model_named(trainer.model.clone(), &path, naming.as_ref())?;
             if !report.missing.is_empty() {
                 return Err(NnError::Store {
                     path: path.display().to_string(),
@@ -535,10 +662,12 @@ impl<M: Trainable> Trainer<M> {
 
     /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`]: `model`
     /// must have the same architecture (fresh initialisation is fine), `config` the same
-    /// optimiser groups. Training then continues exactly as if never interrupted.
-    pub fn resume(model: M, config: TrainConfig, dir: impl AsRef<Path>) -> Result<Self, NnError> {
+    /// optimiser groups, `step` the same kind (its state, if it keeps any, is loaded from the
+    /// checkpoint). Training then continues exactly as if never interrupted.
+    pub fn resume_with_step(model: M, step: S, config: TrainConfig, dir: impl AsRef<Path>) -> Result<Self, NnError> {
         let dir = dir.as_ref();
-        let (model, report) = load_model(model, &dir.join("model.safetensors"))?;
+        let naming = step.weight_naming(&model);
+        let (model, report) = load_model_named(model, &dir.join("model.safetensors"), naming.as_ref())?;
         if !report.missing.is_empty() {
             return Err(NnError::Store {
                 path: dir.join("model.safetensors").display().to_string(),
@@ -548,9 +677,19 @@ impl<M: Trainable> Trainer<M> {
         let ids: std::collections::HashMap<String, u64> = checkpoint::read_json(&dir.join("param_ids.json"))?;
         let model = optim::restore_param_ids(model, &ids);
         let state: TrainState = checkpoint::read_json(&dir.join("train_state.json"))?;
-        let mut trainer = Trainer::new(model, config);
+        let mut trainer = Trainer::with_step(model, step, config);
         trainer.optim = trainer.optim.load(dir)?;
         trainer.state = state;
+        match StepState::load(dir)? {
+            Some(s) => trainer.train_step.load_state(s)?,
+            None if trainer.train_step.state()?.is_some() => {
+                return Err(NnError::Config(format!(
+                    "checkpoint {} holds no step state (written by a step without one), but this step keeps some",
+                    dir.display()
+                )))
+            }
+            None => {}
+        }
         Ok(trainer)
     }
 }
