@@ -21,10 +21,10 @@ impl<T: Copy + Default> Dense<T> {
 
     /// Builds a matrix from row-major data, checking its length.
     pub fn from_vec(nrows: usize, ncols: usize, data: Vec<T>) -> Result<Self> {
-        if data.len() != nrows * ncols {
+        if nrows.checked_mul(ncols) != Some(data.len()) {
             return Err(DataError::Shape {
                 what: "dense matrix data".into(),
-                expected: format!("{} values ({nrows} x {ncols})", nrows * ncols),
+                expected: format!("{} values ({nrows} x {ncols})", nrows as u128 * ncols as u128),
                 found: format!("{}", data.len()),
             });
         }
@@ -107,11 +107,11 @@ impl CsrMatrix {
         mut indices: Vec<u32>,
         mut data: Vec<f32>,
     ) -> Result<Self> {
-        if indptr.len() != nrows + 1 {
+        if nrows.checked_add(1) != Some(indptr.len()) {
             return Err(DataError::Sparse(format!(
                 "indptr has {} entries, expected {} (n_rows + 1)",
                 indptr.len(),
-                nrows + 1
+                nrows as u128 + 1
             )));
         }
         if indices.len() != data.len() {
@@ -129,12 +129,17 @@ impl CsrMatrix {
                 indptr[nrows]
             )));
         }
+        // Monotone from 0 to nnz: every row range below lies inside indices and data.
+        if let Some(i) = indptr.windows(2).position(|w| w[1] < w[0]) {
+            return Err(DataError::Sparse(format!(
+                "indptr decreases at row {i} (from {} to {})",
+                indptr[i],
+                indptr[i + 1]
+            )));
+        }
         let mut perm: Vec<usize> = Vec::new();
         for i in 0..nrows {
             let (a, b) = (indptr[i], indptr[i + 1]);
-            if b < a {
-                return Err(DataError::Sparse(format!("indptr decreases at row {i}")));
-            }
             let row = &indices[a..b];
             if let Some(&c) = row.iter().find(|&&c| c as usize >= ncols) {
                 return Err(DataError::Sparse(format!(
@@ -446,6 +451,11 @@ mod tests {
         assert!(CsrMatrix::new(1, 2, vec![0, 1], vec![5], vec![1.]).is_err());
         assert!(CsrMatrix::new(1, 2, vec![0, 2], vec![1, 1], vec![1., 2.]).is_err());
         assert!(CsrMatrix::new(2, 2, vec![0, 1], vec![1], vec![1.]).is_err());
+        // Not monotone, with a middle pointer past nnz: an error, not an out-of-bounds slice.
+        let e = CsrMatrix::new(2, 2, vec![0, 5, 2], vec![0, 1], vec![1., 2.]).unwrap_err();
+        assert!(e.to_string().contains("indptr decreases at row 1 (from 5 to 2)"), "{e}");
+        assert!(CsrMatrix::new(usize::MAX, 2, vec![0], vec![], vec![]).is_err());
+        assert!(Dense::from_vec(usize::MAX, 2, vec![0f32; 2]).is_err());
     }
 
     #[test]
