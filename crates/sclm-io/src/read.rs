@@ -6,7 +6,7 @@ use std::path::Path;
 use hdf5_pure::DType;
 use sclm_data::{AnnData, Array2, Column, CsrMatrix, DataFrame, Dense, Matrix, Raw, Value};
 
-use crate::error::{data_err, guard, Result};
+use crate::error::{data_err, guard, IoError, Result};
 use crate::h5::{attr_bool, attr_str, attr_strings, compound_field, encoding, Node, Values, H5};
 
 /// What to read from an `.h5ad` file. Defaults read everything that can be represented.
@@ -98,12 +98,8 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
         "anndata without encoding attributes".to_string()
     };
     let legacy_cats = legacy_categories(h);
-    let x = read_matrix(h, "X")?;
-    rep.layout.push_str(match &x {
-        sclm_data::Matrix::Dense(_) => ", dense X",
-        sclm_data::Matrix::Csr(_) => ", sparse X",
-    });
-    let (n, g) = x.shape();
+    // obs and var first: the shape of X is checked against them before X is read.
+    let ((n, g), x_stored) = matrix_layout(h, "X")?;
     let mut used_cats = Vec::new();
     let obs =
         if has("obs") { read_dataframe(h, "obs", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(n) };
@@ -111,6 +107,11 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
         if has("var") { read_dataframe(h, "var", &legacy_cats, &mut used_cats, &mut rep)? } else { default_df(g) };
     check_len(h, "obs", n, obs.nrows())?;
     check_len(h, "var", g, var.nrows())?;
+    let x = read_stored(h, "X", (n, g), x_stored)?;
+    rep.layout.push_str(match &x {
+        sclm_data::Matrix::Dense(_) => ", dense X",
+        sclm_data::Matrix::Csr(_) => ", sparse X",
+    });
     rep.duplicate_var_names = var.make_index_unique();
 
     let obsm = if has("obsm") { read_arrays(h, "obsm", n, &mut rep)? } else { BTreeMap::new() };
@@ -124,11 +125,11 @@ pub(crate) fn read_all(h: &H5, opts: &ReadOptions) -> Result<(AnnData, ReadRepor
         } else {
             for k in lg.iter().chain(ld.iter()) {
                 let key = format!("layers/{k}");
-                let m = read_matrix(h, &key)?;
-                if m.shape() != (n, g) {
-                    return Err(h.err(&key, format!("shape {:?} differs from X {:?}", m.shape(), (n, g))));
+                let (shape, stored) = matrix_layout(h, &key)?;
+                if shape != (n, g) {
+                    return Err(h.err(&key, format!("shape {shape:?} differs from X {:?}", (n, g))));
                 }
-                layers.insert(k.clone(), m);
+                layers.insert(k.clone(), read_stored(h, &key, shape, stored)?);
             }
         }
     }
@@ -182,11 +183,11 @@ pub(crate) fn read_pairwise(h: &H5, n: usize) -> Result<BTreeMap<String, Matrix>
     let (gs, ds) = h.children("obsp")?;
     for k in gs.iter().chain(ds.iter()) {
         let key = format!("obsp/{k}");
-        let m = read_matrix(h, &key)?;
-        if m.shape() != (n, n) {
-            return Err(h.err(&key, format!("shape {:?}, expected {:?} (cells × cells)", m.shape(), (n, n))));
+        let (shape, stored) = matrix_layout(h, &key)?;
+        if shape != (n, n) {
+            return Err(h.err(&key, format!("shape {shape:?}, expected {:?} (cells × cells)", (n, n))));
         }
-        out.insert(k.clone(), m);
+        out.insert(k.clone(), read_stored(h, &key, shape, stored)?);
     }
     Ok(out)
 }
@@ -206,10 +207,11 @@ pub(crate) fn move_legacy_neighbors(
         if !h.has(&key) {
             continue;
         }
-        let Ok(m) = read_matrix(h, &key) else { continue };
-        if m.shape() != (n, n) {
+        let Ok((shape, stored)) = matrix_layout(h, &key) else { continue };
+        if shape != (n, n) {
             continue;
         }
+        let Ok(m) = read_stored(h, &key, shape, stored) else { continue };
         obsp.insert(k.to_string(), m);
         if let Some(Value::Map(nb)) = uns.get_mut("neighbors") {
             nb.remove(k);
@@ -265,8 +267,7 @@ fn read_raw(
         rep.skipped.push(format!("{xk} (raw without X)"));
         return Ok(None);
     }
-    let x = read_matrix(h, xk)?;
-    let (rn, rg) = x.shape();
+    let ((rn, rg), stored) = matrix_layout(h, xk)?;
     if rn != n {
         return Err(h.err(xk, format!("has {rn} rows but X has {n}")));
     }
@@ -274,13 +275,27 @@ fn read_raw(
     if var.nrows() != rg {
         return Err(h.err(vk, format!("has {} rows but {xk} has {rg} columns", var.nrows())));
     }
+    let x = read_stored(h, xk, (rn, rg), stored)?;
     var.make_index_unique();
     let varm = if h.has(mk) { read_arrays(h, mk, rg, rep)? } else { BTreeMap::new() };
     Ok(Some(Raw { x, var, varm }))
 }
 
-/// Reads a matrix element: dense 2-D dataset, or a CSR/CSC group (current or h5sparse layout).
-pub(crate) fn read_matrix(h: &H5, key: &str) -> Result<Matrix> {
+/// How a matrix element is stored.
+pub(crate) enum Stored {
+    /// A 2-D dataset.
+    Dense,
+    /// A CSR (`"csr"`) or CSC (`"csc"`) group.
+    Compressed(String),
+}
+
+/// Largest number of rows or columns of a sparse matrix: indices are held as 32-bit integers.
+pub(crate) const MAX_SPARSE_DIM: usize = u32::MAX as usize;
+
+/// The shape (rows, columns) and storage of a matrix element, read from its dataset shape or
+/// its `shape` attribute without reading any values, so that callers can compare it with what
+/// they expect before anything of that size is read or allocated.
+pub(crate) fn matrix_layout(h: &H5, key: &str) -> Result<((usize, usize), Stored)> {
     match h.node(key) {
         None => Err(h.err(key, "missing")),
         Some(Node::Dataset(d)) => {
@@ -294,8 +309,7 @@ pub(crate) fn read_matrix(h: &H5, key: &str) -> Result<Matrix> {
                     return Err(h.err(key, format!("unknown encoding-type '{enc}' for a dense matrix")));
                 }
             }
-            let data = h.read_f32(key)?;
-            Ok(Matrix::Dense(Dense::from_vec(shape[0], shape[1], data).map_err(|e| data_err(&h.name, key, e))?))
+            Ok(((shape[0], shape[1]), Stored::Dense))
         }
         Some(Node::Group(_)) => {
             let a = h.attrs(key)?;
@@ -315,24 +329,126 @@ pub(crate) fn read_matrix(h: &H5, key: &str) -> Result<Matrix> {
                 Some(&[r, c]) if r >= 0 && c >= 0 => (r as usize, c as usize),
                 _ => return Err(h.err(key, "sparse matrix without a valid 2-D 'shape' attribute")),
             };
-            let csr = read_compressed(h, key, &fmt, shape)?;
-            Ok(Matrix::Csr(csr))
+            if shape.0 > MAX_SPARSE_DIM || shape.1 > MAX_SPARSE_DIM {
+                return Err(h.err(
+                    key,
+                    format!(
+                        "shape {} x {} is larger than the {MAX_SPARSE_DIM} rows or columns supported (32-bit indices)",
+                        shape.0, shape.1
+                    ),
+                ));
+            }
+            Ok((shape, Stored::Compressed(fmt)))
         }
     }
 }
 
+/// Reads a matrix element of the given `shape` and storage (see [`matrix_layout`]).
+pub(crate) fn read_stored(h: &H5, key: &str, shape: (usize, usize), stored: Stored) -> Result<Matrix> {
+    match stored {
+        Stored::Dense => {
+            let data = h.read_f32(key)?;
+            Ok(Matrix::Dense(Dense::from_vec(shape.0, shape.1, data).map_err(|e| data_err(&h.name, key, e))?))
+        }
+        Stored::Compressed(fmt) => Ok(Matrix::Csr(read_compressed(h, key, &fmt, shape)?)),
+    }
+}
+
 /// Reads `data`/`indices`/`indptr` under `key` as CSR (`fmt` = "csr") or CSC converted to CSR.
+/// The structure is checked (see [`check_compressed`]) before it is used.
 pub(crate) fn read_compressed(h: &H5, key: &str, fmt: &str, shape: (usize, usize)) -> Result<CsrMatrix> {
     let (major, minor) = match fmt {
         "csr" => shape,
         "csc" => (shape.1, shape.0),
         other => return Err(h.err(key, format!("unknown sparse format '{other}'"))),
     };
+    let ik = format!("{key}/indptr");
+    let indptr = to_usize(h, &ik, h.read_i64(&ik)?)?;
+    let csc = fmt == "csc";
+    check_indptr(h, key, csc, major, &indptr)?;
     let data = h.read_f32(&format!("{key}/data"))?;
-    let indptr = to_usize(h, &format!("{key}/indptr"), h.read_i64(&format!("{key}/indptr"))?)?;
     let indices = h.read_indices(&format!("{key}/indices"), None)?;
+    check_compressed(h, key, csc, minor, &indptr, &indices, data.len())?;
     let m = CsrMatrix::new(major, minor, indptr, indices, data).map_err(|e| data_err(&h.name, key, e))?;
-    Ok(if fmt == "csc" { m.transpose() } else { m })
+    Ok(if csc { m.transpose() } else { m })
+}
+
+/// Words for the major and minor axes of a compressed matrix.
+fn axes(csc: bool) -> (&'static str, &'static str) {
+    if csc {
+        ("column", "row")
+    } else {
+        ("row", "column")
+    }
+}
+
+/// Checks the row (CSR) or column (CSC, `csc`) pointers of the matrix at `key`: `major + 1`
+/// of them, starting at 0 and never decreasing.
+pub(crate) fn check_indptr(h: &H5, key: &str, csc: bool, major: usize, indptr: &[usize]) -> Result<()> {
+    let ik = format!("{key}/indptr");
+    let (maj, _) = axes(csc);
+    if major.checked_add(1) != Some(indptr.len()) {
+        return Err(h.err(
+            &ik,
+            format!(
+                "has {} entries, expected {} (one per {maj} of the {major}, plus one)",
+                indptr.len(),
+                major as u128 + 1
+            ),
+        ));
+    }
+    if indptr[0] != 0 {
+        return Err(h.err(&ik, format!("starts at {}, expected 0", indptr[0])));
+    }
+    if let Some(i) = indptr.windows(2).position(|w| w[1] < w[0]) {
+        return Err(h.err(
+            &ik,
+            format!(
+                "decreases at {maj} {i} (from {} to {}): the pointers must never decrease",
+                indptr[i],
+                indptr[i + 1]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that checked pointers `indptr` (see [`check_indptr`]) end at the number of stored
+/// values (`indices` and `n_data` values of `data`), and that every index is below `minor`
+/// (the number of columns of a CSR matrix, of rows of a CSC one).
+pub(crate) fn check_compressed(
+    h: &H5,
+    key: &str,
+    csc: bool,
+    minor: usize,
+    indptr: &[usize],
+    indices: &[u32],
+    n_data: usize,
+) -> Result<()> {
+    let last = indptr.last().copied().unwrap_or(0);
+    if indices.len() != n_data {
+        return Err(
+            h.err(&format!("{key}/indices"), format!("has {} values but {key}/data has {n_data}", indices.len()))
+        );
+    }
+    if last != n_data {
+        return Err(h.err(
+            &format!("{key}/indptr"),
+            format!("ends at {last} but {key}/data and {key}/indices hold {n_data} values"),
+        ));
+    }
+    if let Some(k) = indices.iter().position(|&c| c as usize >= minor) {
+        // indptr[0] = 0 <= k: the row (column) holding value k is found.
+        let p = indptr.partition_point(|&p| p <= k).saturating_sub(1);
+        return Err(index_out_of_range(h, key, csc, minor, p, indices[k]));
+    }
+    Ok(())
+}
+
+/// The error for index `c` (`>= minor`) stored in row (CSR) or column (CSC) `p`.
+pub(crate) fn index_out_of_range(h: &H5, key: &str, csc: bool, minor: usize, p: usize, c: u32) -> IoError {
+    let (maj, min) = axes(csc);
+    h.err(&format!("{key}/indices"), format!("{min} index {c} in {maj} {p} is out of range ({minor} {min}s)"))
 }
 
 pub(crate) fn to_usize(h: &H5, key: &str, v: Vec<i64>) -> Result<Vec<usize>> {

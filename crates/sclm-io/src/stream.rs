@@ -10,8 +10,8 @@ use sclm_data::{AnnData, CsrMatrix, DataFrame, Dense, Matrix, Value};
 use crate::error::{data_err, fmt_err, fname, guard, io_err, IoError, Result};
 use crate::h5::{attr_str, encoding, Node, H5};
 use crate::read::{
-    legacy_categories, move_legacy_neighbors, read_arrays, read_dataframe, read_pairwise, read_uns, to_usize,
-    ReadReport,
+    check_indptr, index_out_of_range, legacy_categories, move_legacy_neighbors, read_arrays, read_dataframe,
+    read_pairwise, read_uns, to_usize, ReadReport, MAX_SPARSE_DIM,
 };
 use crate::write::{
     build_anndata, check_level, check_storable, enc, publish_mode, temp_beside, WriteOptions, MAX_CHUNK_DIM,
@@ -98,10 +98,15 @@ impl H5adRowReader {
                     Some(&[r, c]) if r >= 0 && c >= 0 => (r as usize, c as usize),
                     _ => return Err(h.err("X", "sparse matrix without a valid 2-D 'shape' attribute")),
                 };
-                let indptr = to_usize(&h, "X/indptr", h.read_i64("X/indptr")?)?;
-                if indptr.len() != r + 1 || indptr[0] != 0 || indptr.windows(2).any(|w| w[1] < w[0]) {
-                    return Err(h.err("X/indptr", format!("malformed row pointers for {r} rows")));
+                if r > MAX_SPARSE_DIM || c > MAX_SPARSE_DIM {
+                    return Err(h.err(
+                        "X",
+                        format!("shape {r} x {c} is larger than the {MAX_SPARSE_DIM} rows or columns supported (32-bit indices)"),
+                    ));
                 }
+                let indptr = to_usize(&h, "X/indptr", h.read_i64("X/indptr")?)?;
+                // Checked once here: every row range of read_rows is then valid.
+                check_indptr(&h, "X", false, r, &indptr)?;
                 let data = h.dataset("X/data")?;
                 let indices = h.dataset("X/indices")?;
                 let nnz = indptr[r];
@@ -253,6 +258,11 @@ impl H5adRowReader {
                 };
                 if vals.len() != e - s || idx.len() != e - s {
                     return Err(h.err("X", format!("short read of rows {a}..{b}")));
+                }
+                if let Some(k) = idx.iter().position(|&c| c as usize >= self.n_vars) {
+                    // indptr[a] = s <= s + k: the row holding value s + k is found.
+                    let row = a + indptr[a..=b].partition_point(|&p| p <= s + k).saturating_sub(1);
+                    return Err(index_out_of_range(h, "X", false, self.n_vars, row, idx[k]));
                 }
                 let ip = indptr[a..=b].iter().map(|&p| p - s).collect();
                 Ok(Matrix::Csr(

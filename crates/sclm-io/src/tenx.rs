@@ -7,7 +7,7 @@ use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Matrix};
 
 use crate::error::{data_err, fmt_err, fname, guard, io_err, IoError, Result};
 use crate::h5::{Node, H5};
-use crate::read::{to_usize, ReadReport};
+use crate::read::{check_compressed, check_indptr, to_usize, ReadReport, MAX_SPARSE_DIM};
 
 fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let f = std::fs::File::open(path).map_err(|e| io_err(&fname(path), e))?;
@@ -63,25 +63,29 @@ pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
         file: dname.clone(),
         msg: "no barcodes.tsv(.gz) in this directory".into(),
     })?;
-    let genes_by_cells = read_mtx(&mtx)?;
-    let x = genes_by_cells.transpose();
     let feats_rows = read_tsv(&feats)?;
     let barcodes: Vec<String> = read_tsv(&bcs)?.into_iter().map(|mut r| r.swap_remove(0)).collect();
     let ffile = fname(&feats);
-    if feats_rows.len() != x.ncols {
-        return Err(fmt_err(
-            &ffile,
-            "rows",
-            format!("{} features but the matrix has {} rows (genes)", feats_rows.len(), x.ncols),
-        ));
-    }
-    if barcodes.len() != x.nrows {
-        return Err(fmt_err(
-            &fname(&bcs),
-            "rows",
-            format!("{} barcodes but the matrix has {} columns (cells)", barcodes.len(), x.nrows),
-        ));
-    }
+    // The sizes announced by the matrix header are checked against the feature and barcode
+    // files before anything of their size is allocated.
+    let genes_by_cells = read_mtx_checked(&mtx, |nr, nc| {
+        if feats_rows.len() != nr {
+            return Err(fmt_err(
+                &ffile,
+                "rows",
+                format!("{} features but the matrix has {nr} rows (genes)", feats_rows.len()),
+            ));
+        }
+        if barcodes.len() != nc {
+            return Err(fmt_err(
+                &fname(&bcs),
+                "rows",
+                format!("{} barcodes but the matrix has {nc} columns (cells)", barcodes.len()),
+            ));
+        }
+        Ok(())
+    })?;
+    let x = genes_by_cells.transpose();
     let mut ids = Vec::with_capacity(x.ncols);
     let mut names = Vec::with_capacity(x.ncols);
     let mut types = Vec::with_capacity(x.ncols);
@@ -112,10 +116,28 @@ pub fn read_10x_mtx(dir: impl AsRef<Path>) -> Result<(AnnData, ReadReport)> {
     Ok((a, rep))
 }
 
+/// Largest number of rows or columns of a Matrix Market matrix: row and column indices are
+/// held as 32-bit integers.
+const MAX_MTX_DIM: usize = u32::MAX as usize;
+/// Entries reserved before reading them; past this the vectors grow with the entries actually
+/// read, so that a header announcing more entries than the file holds allocates nothing of
+/// that size.
+const MAX_MTX_RESERVE: usize = 1 << 20;
+
 /// Reads a Matrix Market coordinate file (`integer`, `real` or `pattern`, `general`) as CSR,
 /// rows as in the file. Duplicate entries are summed.
+///
+/// The size line is checked before anything is allocated: rows and columns must fit 32-bit
+/// indices (at most 4,294,967,295) and the announced number of entries must not exceed
+/// rows × columns; every entry must lie in the matrix (indices are 1-based), and the file must
+/// hold exactly the announced number of entries.
 pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
-    let path = path.as_ref();
+    read_mtx_checked(path.as_ref(), |_, _| Ok(()))
+}
+
+/// [`read_mtx`], with `check(rows, cols)` run on the sizes of the header before the entries are
+/// read (a caller that knows the expected sizes refuses a wrong header before allocating).
+fn read_mtx_checked(path: &Path, check: impl FnOnce(usize, usize) -> Result<()>) -> Result<CsrMatrix> {
     let file = fname(path);
     let mut r = open_text(path)?;
     let mut line = String::new();
@@ -155,19 +177,47 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
         if t.is_empty() || t.starts_with('%') {
             continue;
         }
+        let key = format!("line {ln}");
+        let bad = || {
+            fmt_err(
+                &file,
+                &key,
+                format!("bad size line '{t}' (expected three non-negative integers: rows, columns, entries)"),
+            )
+        };
         let v: Vec<usize> = t
             .split_whitespace()
             .map(|x| x.parse::<usize>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")))?;
-        if v.len() != 3 {
-            return Err(fmt_err(&file, &format!("line {ln}"), format!("bad size line '{t}'")));
+            .map_err(|_| bad())?;
+        let [nr, nc, nnz] = v[..] else { return Err(bad()) };
+        for (what, n) in [("rows", nr), ("columns", nc)] {
+            if n > MAX_MTX_DIM {
+                return Err(fmt_err(
+                    &file,
+                    &key,
+                    format!("size line announces {n} {what}, more than the {MAX_MTX_DIM} supported (32-bit indices)"),
+                ));
+            }
         }
-        break (v[0], v[1], v[2]);
+        // Both factors fit 32 bits: the product cannot overflow 64 bits.
+        if nnz as u64 > nr as u64 * nc as u64 {
+            return Err(fmt_err(
+                &file,
+                &key,
+                format!(
+                    "size line announces {nnz} entries, more than the {} of a {nr} x {nc} matrix",
+                    nr as u64 * nc as u64
+                ),
+            ));
+        }
+        break (nr, nc, nnz);
     };
-    let mut rows = Vec::with_capacity(nnz);
-    let mut cols = Vec::with_capacity(nnz);
-    let mut vals = Vec::with_capacity(nnz);
+    check(nr, nc)?;
+    let reserve = nnz.min(MAX_MTX_RESERVE);
+    let mut rows = Vec::with_capacity(reserve);
+    let mut cols = Vec::with_capacity(reserve);
+    let mut vals = Vec::with_capacity(reserve);
     while next(&mut r, &mut line)? {
         ln += 1;
         let t = line.trim();
@@ -183,9 +233,17 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
             return Err(fmt_err(
                 &file,
                 &format!("line {ln}"),
-                format!("entry ({i}, {j}) outside the {nr} x {nc} matrix"),
+                format!("entry ({i}, {j}) outside the {nr} x {nc} matrix (indices are 1-based)"),
             ));
         }
+        if rows.len() == nnz {
+            return Err(fmt_err(
+                &file,
+                &format!("line {ln}"),
+                format!("more entries than the {nnz} announced by the size line"),
+            ));
+        }
+        // i <= nr <= u32::MAX and j <= nc <= u32::MAX: the conversions are exact.
         rows.push((i - 1) as u32);
         cols.push((j - 1) as u32);
         vals.push(v);
@@ -200,7 +258,7 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<CsrMatrix> {
     triplets_to_csr(nr, nc, &rows, &cols, &vals).map_err(|e| data_err(&file, "matrix", e))
 }
 
-/// Builds CSR from (row, col, value) triplets, summing duplicates.
+/// Builds CSR from (row, col, value) triplets, summing duplicates. Every row index is `< nr`.
 fn triplets_to_csr(nr: usize, nc: usize, rows: &[u32], cols: &[u32], vals: &[f32]) -> sclm_data::Result<CsrMatrix> {
     let mut counts = vec![0usize; nr + 1];
     for &r in rows {
@@ -221,19 +279,20 @@ fn triplets_to_csr(nr: usize, nc: usize, rows: &[u32], cols: &[u32], vals: &[f32
     // Sort each row and sum duplicates.
     let mut indptr = Vec::with_capacity(nr + 1);
     indptr.push(0);
-    let mut oi = Vec::with_capacity(idx.len());
-    let mut od = Vec::with_capacity(idx.len());
+    let mut oi: Vec<u32> = Vec::with_capacity(idx.len());
+    let mut od: Vec<f32> = Vec::with_capacity(idx.len());
     let mut buf: Vec<(u32, f32)> = Vec::new();
     for i in 0..nr {
         buf.clear();
         buf.extend(idx[counts[i]..counts[i + 1]].iter().copied().zip(dat[counts[i]..counts[i + 1]].iter().copied()));
         buf.sort_unstable_by_key(|p| p.0);
         for &(c, v) in &buf {
-            if oi.len() > indptr[i] && *oi.last().unwrap() == c {
-                *od.last_mut().unwrap() += v;
-            } else {
-                oi.push(c);
-                od.push(v);
+            match (oi.last(), od.last_mut()) {
+                (Some(&last), Some(sum)) if oi.len() > indptr[i] && last == c => *sum += v,
+                _ => {
+                    oi.push(c);
+                    od.push(v);
+                }
             }
         }
         indptr.push(oi.len());
@@ -290,9 +349,20 @@ pub(crate) fn read_10x_h5_inner(h: &H5, genome: Option<&str>) -> Result<(AnnData
         [a, b] if *a >= 0 && *b >= 0 => (*a as usize, *b as usize),
         _ => return Err(h.err(&format!("{g}/shape"), format!("expected 2 non-negative values, found {shape:?}"))),
     };
+    if ngenes > MAX_SPARSE_DIM || ncells > MAX_SPARSE_DIM {
+        return Err(h.err(
+            &format!("{g}/shape"),
+            format!(
+                "{ngenes} x {ncells} is larger than the {MAX_SPARSE_DIM} genes or cells supported (32-bit indices)"
+            ),
+        ));
+    }
+    // Compressed by column (cell): one pointer per cell, gene indices below ngenes.
+    let indptr = to_usize(h, &format!("{g}/indptr"), h.read_i64(&format!("{g}/indptr"))?)?;
+    check_indptr(h, &g, true, ncells, &indptr)?;
     let data = h.read_f32(&format!("{g}/data"))?;
     let indices = h.read_indices(&format!("{g}/indices"), None)?;
-    let indptr = to_usize(h, &format!("{g}/indptr"), h.read_i64(&format!("{g}/indptr"))?)?;
+    check_compressed(h, &g, true, ngenes, &indptr, &indices, data.len())?;
     // Stored genes x cells, compressed by column (cell): the same arrays are cells x genes CSR.
     let x = CsrMatrix::new(ncells, ngenes, indptr, indices, data).map_err(|e| data_err(&h.name, &g, e))?;
     let barcodes = h.read_strings(&format!("{g}/barcodes"))?;

@@ -118,7 +118,7 @@ fn structural_errors_name_the_key() {
     enc(&mut b, "anndata");
     csr_x(&mut b, "csr_matrix", [2, 3], &[0, 7]);
     let p = write(d, "idx.h5ad", b);
-    one_line(&read_h5ad(&p).unwrap_err(), &["idx.h5ad: X:", "out of range"]);
+    one_line(&read_h5ad(&p).unwrap_err(), &["idx.h5ad: X/indices:", "out of range"]);
 
     let mut b = FileBuilder::new();
     enc(&mut b, "anndata");
