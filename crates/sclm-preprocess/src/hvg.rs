@@ -49,7 +49,10 @@ pub struct HvgOptions {
     pub min_disp: f64,
     /// `seurat` cutoff: maximum normalised dispersion (default `None` = no bound, scanpy's +∞).
     pub max_disp: Option<f64>,
-    /// `seurat`: number of mean bins (default 20).
+    /// `seurat`: number of mean bins (default 20; from 1 to [`MAX_HVG_BINS`]). A larger
+    /// value is refused, not clamped: scanpy hands it to `pandas.cut`, which builds every bin
+    /// edge, so there is no scanpy behaviour to follow, and this implementation also
+    /// allocates per bin.
     pub n_bins: usize,
     /// `seurat_v3`: LOESS span (default 0.3).
     pub span: f64,
@@ -59,6 +62,24 @@ pub struct HvgOptions {
     pub subset: bool,
     /// Use this layer instead of `X` (e.g. `counts` for `seurat_v3` after normalisation).
     pub layer: Option<String>,
+}
+
+/// Largest `n_bins` of [`HvgOptions`]: far more bins than any dataset has genes.
+pub const MAX_HVG_BINS: usize = 1_000_000;
+
+impl HvgOptions {
+    /// Checks the options before any data is touched: `n_bins` in 1..=[`MAX_HVG_BINS`],
+    /// `span` finite and positive. Errors name the step and the key.
+    pub fn validate(&self) -> Result<()> {
+        let step = format!("highly_variable_genes({})", self.flavor.name());
+        if self.n_bins == 0 || self.n_bins > MAX_HVG_BINS {
+            return Err(invalid(&step, format!("n_bins = {} must lie in 1..={MAX_HVG_BINS}", self.n_bins)));
+        }
+        if !(self.span.is_finite() && self.span > 0.0) {
+            return Err(invalid(&step, format!("span = {} must be finite and positive", self.span)));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HvgOptions {
@@ -378,9 +399,7 @@ fn seurat_select(means: &[f64], norm: &[f64], opts: &HvgOptions) -> Vec<bool> {
 /// `flavor='seurat'` on log1p data (`log_base` = the base recorded by log1p, `None` = e).
 pub fn hvg_seurat(x: &Matrix, batches: &[Vec<usize>], opts: &HvgOptions, log_base: Option<f64>) -> Result<HvgResult> {
     let step = "highly_variable_genes(seurat)";
-    if opts.n_bins == 0 {
-        return Err(invalid(step, "n_bins must be at least 1"));
-    }
+    opts.validate()?;
     if let Some(v) = x.values().iter().find(|v| !v.is_finite()) {
         return Err(invalid(step, format!("X holds a non-finite value ({v})")));
     }
@@ -512,6 +531,7 @@ pub fn hvg_seurat(x: &Matrix, batches: &[Vec<usize>], opts: &HvgOptions, log_bas
 /// `variances`/`variances_norm`/`highly_variable_rank`, `highly_variable_nbatches` with a
 /// batch key) and `uns['hvg'] = {'flavor': ...}`; with `subset`, keeps only the selected genes.
 pub fn highly_variable_genes(adata: &mut AnnData, opts: &HvgOptions) -> Result<HvgResult> {
+    opts.validate()?;
     adata.validate()?;
     let x = match &opts.layer {
         None => &adata.x,

@@ -53,14 +53,52 @@ pub struct PcaOptions {
     /// Centre the genes (default true). Without centring this is a truncated SVD, with the
     /// variances reported as scikit-learn's `TruncatedSVD` reports them.
     pub zero_center: bool,
-    /// Randomized solver: extra random directions beyond `n_comps` (default 30).
+    /// Randomized solver: extra random directions beyond `n_comps` (default 30; at most
+    /// [`MAX_PCA_OVERSAMPLES`], more is refused). The `n_comps + n_oversamples` directions are
+    /// clamped to min(cells, genes), the rank of the data; scikit-learn, which scanpy calls,
+    /// does not clamp and allocates every direction.
     pub n_oversamples: usize,
-    /// Randomized solver: power iterations (default 12); more give more accurate trailing
-    /// components.
+    /// Randomized solver: power iterations (default 12; at most [`MAX_PCA_POWER_ITER`], more is
+    /// refused); more give more accurate trailing components.
     pub n_power_iter: usize,
     /// In [`pca_adata`]: use only the genes of `var['highly_variable']` when present
     /// (default true, as scanpy).
     pub use_highly_variable: bool,
+}
+
+/// Largest number of components [`pca`] computes (far more than any embedding uses; each one
+/// is a dense column over all cells).
+pub const MAX_PCA_COMPS: usize = 10_000;
+/// Largest [`PcaOptions::n_oversamples`].
+pub const MAX_PCA_OVERSAMPLES: usize = 10_000;
+/// Largest [`PcaOptions::n_power_iter`] (each iteration is two passes over the data).
+pub const MAX_PCA_POWER_ITER: usize = 1_000;
+
+impl PcaOptions {
+    /// Checks the options (and `n_comps`, when given) before any data is touched: each at most
+    /// its documented maximum ([`MAX_PCA_COMPS`], [`MAX_PCA_OVERSAMPLES`],
+    /// [`MAX_PCA_POWER_ITER`]) and `n_comps` at least 1. Errors name the step and the key.
+    pub fn validate(&self, n_comps: Option<usize>) -> Result<()> {
+        let step = "pca";
+        if let Some(k) = n_comps {
+            if k == 0 || k > MAX_PCA_COMPS {
+                return Err(invalid(step, format!("n_comps = {k} must lie in 1..={MAX_PCA_COMPS}")));
+            }
+        }
+        if self.n_oversamples > MAX_PCA_OVERSAMPLES {
+            return Err(invalid(
+                step,
+                format!("n_oversamples = {} is more than the {MAX_PCA_OVERSAMPLES} supported", self.n_oversamples),
+            ));
+        }
+        if self.n_power_iter > MAX_PCA_POWER_ITER {
+            return Err(invalid(
+                step,
+                format!("n_power_iter = {} is more than the {MAX_PCA_POWER_ITER} supported", self.n_power_iter),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PcaOptions {
@@ -216,7 +254,7 @@ fn orthonormal(y: &Mat<f64>) -> Mat<f64> {
 /// Randomized SVD: returns loadings (g × k), singular values and the scores U·S (n × k).
 fn randomized_solve(op: &Op<'_>, k: usize, seed: u64, opts: &PcaOptions) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
     let (n, g) = (op.n, op.g);
-    let l = (k + opts.n_oversamples).min(n.min(g));
+    let l = k.saturating_add(opts.n_oversamples).min(n.min(g));
     let mut rng = StdRng::seed_from_u64(seed);
     let omega = Mat::<f64>::from_fn(g, l, |_, _| StandardNormal.sample(&mut rng));
     let mut q = orthonormal(&op.mul(omega.as_ref()));
@@ -348,6 +386,7 @@ fn gram(x: &Matrix) -> Mat<f64> {
 /// PCA of `x` (cells × genes) with `n_comps` components; `seed` fixes the random start.
 pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<Pca> {
     let step = "pca";
+    opts.validate(Some(n_comps))?;
     let (n, g) = x.shape();
     let kmax = n.min(g);
     if n_comps == 0 || n_comps > kmax {
@@ -412,6 +451,7 @@ pub fn pca(x: &Matrix, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<P
 /// exists and `opts.use_highly_variable`), writes `obsm['X_pca']`, `varm['PCs']` (genes × k,
 /// zero rows for unused genes) and `uns['pca']` (`variance`, `variance_ratio`, `params`).
 pub fn pca_adata(adata: &mut AnnData, n_comps: usize, seed: u64, opts: &PcaOptions) -> Result<Pca> {
+    opts.validate(Some(n_comps))?;
     adata.validate()?;
     let g = adata.n_vars();
     let mask: Option<Vec<usize>> = match adata.var.get("highly_variable") {

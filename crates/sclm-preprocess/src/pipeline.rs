@@ -8,7 +8,8 @@
 //! step   := name ( ":" key "=" value )*
 //! ```
 //!
-//! Whitespace around tokens is ignored. Names and keys (`= default` where there is one):
+//! Whitespace around tokens is ignored. Names and keys (`= default` where there is one; values
+//! outside the ranges given are refused by [`parse_steps`] and [`run`], naming the step and key):
 //!
 //! | name | keys |
 //! |---|---|
@@ -17,9 +18,9 @@
 //! | `filter_genes` | `min_counts`, `min_cells`, `max_counts`, `max_cells` |
 //! | `normalize_total` | `target_sum` = median, `exclude_highly_expressed` (a max fraction, e.g. 0.05) |
 //! | `log1p` | — |
-//! | `hvg` (`highly_variable_genes`) | `flavor` (`seurat` \| `seurat_v3`) = seurat, `n_top_genes`, `min_mean` = 0.0125, `max_mean` = 3, `min_disp` = 0.5, `max_disp` = inf, `n_bins` = 20, `span` = 0.3, `batch_key`, `subset` = false, `layer` |
+//! | `hvg` (`highly_variable_genes`) | `flavor` (`seurat` \| `seurat_v3`) = seurat, `n_top_genes`, `min_mean` = 0.0125, `max_mean` = 3, `min_disp` = 0.5, `max_disp` = inf, `n_bins` = 20 (1 to 1,000,000), `span` = 0.3, `batch_key`, `subset` = false, `layer` |
 //! | `scale` | `zero_center` = true, `max_value` |
-//! | `pca` | `n_comps` = 50, `solver` (`auto` \| `covariance_eigh` \| `randomized`) = auto, `zero_center` = true, `n_oversamples` = 30, `n_power_iter` = 12, `use_highly_variable` = true |
+//! | `pca` | `n_comps` = 50 (1 to 10,000; lowered to min(cells, genes) − 1 when larger), `solver` (`auto` \| `covariance_eigh` \| `randomized`) = auto, `zero_center` = true, `n_oversamples` = 30 (at most 10,000), `n_power_iter` = 12 (at most 1,000), `use_highly_variable` = true |
 //!
 //! Example: `filter_cells:min_genes=200,filter_genes:min_cells=3,normalize_total:target_sum=1e4,log1p,hvg:flavor=seurat_v3:n_top_genes=2000:subset=true,scale:max_value=10,pca:n_comps=50`.
 //!
@@ -67,7 +68,9 @@ impl Default for ScaleOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PcaStep {
-    /// Number of components (default 50; lowered to min(cells, genes) − 1 when larger).
+    /// Number of components (default 50; from 1 to [`crate::pca::MAX_PCA_COMPS`], more is
+    /// refused; lowered to min(cells, genes) − 1 when larger than that, where scanpy would
+    /// refuse).
     pub n_comps: usize,
     /// Solver options.
     #[serde(flatten)]
@@ -114,6 +117,18 @@ impl Step {
             Step::Hvg(_) => "hvg",
             Step::Scale(_) => "scale",
             Step::Pca(_) => "pca",
+        }
+    }
+
+    /// Checks the step's options before any data is touched (sizes that would make a step
+    /// allocate without bound, or run without end, are refused here): `hvg` as
+    /// [`HvgOptions::validate`], `pca` as [`PcaOptions::validate`]. [`parse_steps`] and
+    /// [`run`] call it; the error names the step and the key.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Step::Hvg(h) => h.validate(),
+            Step::Pca(p) => p.options.validate(Some(p.n_comps)),
+            _ => Ok(()),
         }
     }
 
@@ -430,6 +445,10 @@ pub fn parse_steps(input: &str) -> Result<Vec<Step>> {
                 ))
             }
         };
+        step.validate().map_err(|e| match e {
+            PreprocessError::Invalid { message, .. } => perr(part, message),
+            other => other,
+        })?;
         steps.push(step);
     }
     Ok(steps)
@@ -450,6 +469,16 @@ pub struct StepReport {
 
 /// Runs `steps` on `adata` in order; `seed` seeds the PCA. Errors name the failing step.
 pub fn run(adata: &mut AnnData, steps: &[Step], seed: u64) -> Result<Vec<StepReport>> {
+    // Every step is checked before the first one changes the data (steps may come from a
+    // saved model's JSON rather than from parse_steps).
+    for (i, step) in steps.iter().enumerate() {
+        step.validate().map_err(|e| match e {
+            PreprocessError::Invalid { step: s, message } => {
+                PreprocessError::Invalid { step: format!("step {} ({step}): {s}", i + 1), message }
+            }
+            other => other,
+        })?;
+    }
     adata.validate()?;
     let mut reports = Vec::with_capacity(steps.len());
     let mut saved_counts = false;
