@@ -10,26 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (model, _) = CellPlm::load_dir(&args[1], &device)?;
     let a = sclm_io::read_h5ad(&args[2])?;
     let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(300).min(a.n_obs());
-    let map = GeneMapping::by_name(model.genes(), &a.var, None)?;
-    let x = a.x.to_csr();
-    let (mut p, mut idx, mut val) = (vec![0], vec![], vec![]);
-    for r in 0..n {
-        let (c, v) = x.row(r);
-        let mut row: Vec<(u32, f32)> = Vec::new();
-        for (&c, &v) in c.iter().zip(v) {
-            for (g, col) in map.vocab_to_col().iter().enumerate() {
-                if *col == Some(c as usize) {
-                    row.push((g as u32, v));
-                }
-            }
-        }
-        row.sort_by_key(|e| e.0);
-        for (g, v) in row {
-            idx.push(g);
-            val.push(v);
-        }
-        p.push(idx.len());
-    }
+    let (map, _) = GeneMapping::for_dataset(model.genes(), &a.var, None)?;
+    let (p, idx, val) = map.remap(&a.x.to_csr(), &(0..n).collect::<Vec<_>>());
     let counts = CsrRows::new(model.genes().len(), &p, &idx, &val)?;
     let out =
         model.forward(&sclm_cellplm::GroupInput { counts, coords: None, covariates: Default::default() }, true)?;

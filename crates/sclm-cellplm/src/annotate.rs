@@ -13,28 +13,25 @@ use std::path::Path;
 use rand::Rng;
 use sclm_nn::burn;
 use sclm_nn::burn::module::Module;
-use sclm_nn::burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use sclm_model::{ClassifierHead, ClassifierHeadConfig, FinetuneRecipe, Manifest, ModelKind};
 use sclm_nn::burn::prelude::*;
 use sclm_nn::burn::tensor::TensorData;
 use sclm_nn::embedding::CsrRows;
-use sclm_nn::train::{
-    DecayKind, FitSummary, LossOutput, OptimizerConfig, ParamGroupConfig, Progress, ReduceOnPlateauConfig,
-    ScheduleConfig, TrainConfig, Trainable, Trainer,
-};
+use sclm_nn::train::{FitSummary, LossOutput, Progress, Trainable, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CellPlmError, Result};
 use crate::model::{to_vec, CellPlm};
 use crate::pretrain::{device_rng, mask_group, MaskConfig, TrainGroup};
 
-/// A CellPLM with a classification head.
+/// A CellPLM with the generic classification head ([`ClassifierHead`]: dropout, then
+/// `Linear(latent → classes)`).
 #[derive(Module, Debug)]
 pub struct CellPlmClassifier {
     /// The pretrained (or fresh) model; its decoder is not used.
     pub plm: CellPlm,
-    /// `Linear(latent → classes)`.
-    pub head: Linear,
-    dropout: Dropout,
+    /// The classification head.
+    pub head: ClassifierHead,
 }
 
 /// A group with the labels the loss (or the metric) may use.
@@ -50,9 +47,8 @@ impl CellPlmClassifier {
     /// A head with `n_classes` outputs (and `dropout` before it) on top of `plm` as it is; see
     /// [`CellPlmClassifier::for_finetuning`] for the published fine-tuning model.
     pub fn new(plm: CellPlm, n_classes: usize, dropout: f64) -> Self {
-        let device = plm.device();
-        let head = LinearConfig::new(plm.latent_dim(), n_classes).init(&device);
-        CellPlmClassifier { plm, head, dropout: DropoutConfig::new(dropout).init() }
+        let head = ClassifierHeadConfig::new(plm.latent_dim(), n_classes).with_dropout(dropout).init(&plm.device());
+        CellPlmClassifier { plm, head }
     }
 
     /// The published annotation model built on a pretrained `plm` (the authors' pipeline loads
@@ -89,22 +85,23 @@ impl CellPlmClassifier {
     /// - `counts`: `n × genes` → `[n, classes]`
     pub fn logits(&self, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> Result<Tensor<2>> {
         let z = self.plm.embed_group(counts, coords)?;
-        Ok(self.head.forward(self.dropout.forward(z)))
+        Ok(self.head.forward(z))
+    }
+
+    /// Softmax probabilities of every cell of a group, row-major `cells × classes` (no masking).
+    ///
+    /// # Shapes
+    /// - `counts`: `n × genes` → `n · classes` values
+    pub fn probabilities(&self, counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> Result<Vec<f32>> {
+        Ok(to_vec(burn::tensor::activation::softmax(self.logits(counts, coords)?, 1)))
     }
 
     /// Predicted class and its softmax probability for every cell of a group.
     pub fn predict(&self, g: &TrainGroup) -> Result<Vec<(usize, f32)>> {
         let counts = CsrRows::new(g.n_genes, &g.indptr, &g.indices, &g.data)?;
-        let logits = self.logits(&counts, g.coords.as_deref())?;
-        let [n, k] = logits.dims();
-        let p = to_vec(burn::tensor::activation::softmax(logits, 1));
-        Ok((0..n)
-            .map(|i| {
-                let row = &p[i * k..(i + 1) * k];
-                let (c, v) = row.iter().enumerate().fold((0, f32::MIN), |b, (c, &v)| if v > b.1 { (c, v) } else { b });
-                (c, v)
-            })
-            .collect())
+        let p = self.probabilities(&counts, g.coords.as_deref())?;
+        let k = self.head.n_classes();
+        Ok(p.chunks_exact(k.max(1)).map(sclm_model::argmax).collect())
     }
 
     fn masked_ce<R: Rng>(&self, b: &LabeledGroup, rng: &mut R) -> Result<LossOutput> {
@@ -159,55 +156,21 @@ pub fn macro_f1(model: &CellPlmClassifier, batches: &[LabeledGroup]) -> Result<f
     sclm_eval::metrics::f1_macro(&truth, &pred).map_err(|e| CellPlmError::Input(e.to_string()))
 }
 
-/// Fine-tuning settings (defaults: the published annotation recipe, scaled to CPU epochs).
+/// Fine-tuning settings: the generic recipe (defaults: the published annotation recipe, scaled
+/// to CPU epochs) and CellPLM's input masking while fine-tuning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FinetuneConfig {
-    /// Peak learning rate (published 5e-3).
-    pub lr: f64,
-    /// AdamW weight decay (published 1e-7).
-    pub weight_decay: f64,
-    /// Gene-embedding learning rate relative to `lr` (published 0.1).
-    pub embedding_lr_scale: f64,
-    /// Linear warm-up epochs (published 30 of up to 2,000 epochs); at most a tenth of `epochs`
-    /// is used, so that short runs are not spent warming up.
-    pub warmup_epochs: usize,
-    /// Most epochs (published 2,000 with early stopping).
-    pub epochs: usize,
-    /// Early stopping after this many epochs without a better validation macro-F1 (published
-    /// 200; default 50).
-    pub patience: usize,
-    /// Reduce-on-plateau patience (published 25).
-    pub plateau_patience: usize,
-    /// Gradient clipping norm (published 2.0).
-    pub clip_grad_norm: f64,
-    /// Dropout while fine-tuning (published `model_dropout` for annotation: 0.5): in the
-    /// embedder, the encoder layers and before the head of a pretrained model
-    /// ([`CellPlmClassifier::for_finetuning`]); `sclm finetune` on a fresh model, which the
-    /// published method does not cover, uses it before the head only.
-    #[serde(alias = "head_dropout")]
-    pub dropout: f64,
+    /// Optimiser, schedule, early stopping, dropout, seed.
+    #[serde(flatten)]
+    pub recipe: FinetuneRecipe,
     /// Masking during fine-tuning (published: drop 0.3, mask 0.75 × 0.25).
     pub masking: MaskConfig,
-    /// Seed.
-    pub seed: u64,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        FinetuneConfig {
-            lr: 5e-3,
-            weight_decay: 1e-7,
-            embedding_lr_scale: 0.1,
-            warmup_epochs: 30,
-            epochs: 300,
-            patience: 50,
-            plateau_patience: 25,
-            clip_grad_norm: 2.0,
-            dropout: 0.5,
-            masking: MaskConfig { max_cells: 70_000, ..MaskConfig::default() },
-            seed: 0,
-        }
+        FinetuneConfig { recipe: FinetuneRecipe::default(), masking: MaskConfig { max_cells: 70_000, ..MaskConfig::default() } }
     }
 }
 
@@ -229,21 +192,7 @@ pub fn finetune_annotation(
     if !train.iter().any(|b| b.labels.iter().any(Option::is_some)) {
         return Err(CellPlmError::Input("no labelled training cells".into()));
     }
-    let tc = TrainConfig::new(
-        OptimizerConfig::new()
-            .with_weight_decay(cfg.weight_decay)
-            .with_clip_grad_norm(Some(cfg.clip_grad_norm))
-            .with_groups(vec![ParamGroupConfig::new("gene_embedding".into(), vec!["plm.embedder.feat_enc".into()])
-                .with_lr_scale(cfg.embedding_lr_scale)]),
-        ScheduleConfig::new(cfg.lr)
-            .with_warmup_steps(cfg.warmup_epochs.min(cfg.epochs / 10).max(1) * train.len().max(1))
-            .with_decay(DecayKind::Constant),
-    )
-    .with_seed(cfg.seed)
-    .with_max_epochs(cfg.epochs)
-    .with_plateau(Some(ReduceOnPlateauConfig::new().with_patience(cfg.plateau_patience).with_maximize(true)))
-    .with_early_stopping_patience(Some(cfg.patience))
-    .with_maximize_metric(true);
+    let tc = cfg.recipe.train_config(train.len(), vec!["plm.embedder.feat_enc".into()]);
     let mut trainer = Trainer::start(model, tc, run_dir, resume, serde_json::json!({"task": "annotation"}))?;
     let metric = |m: &CellPlmClassifier, v: &[LabeledGroup]| macro_f1(m, v).unwrap_or(0.0);
     let summary = trainer.fit_with_metric(train, valid, Some(&metric), progress)?;
@@ -252,41 +201,68 @@ pub fn finetune_annotation(
 }
 
 impl CellPlmClassifier {
-    /// Saves the fine-tuned classifier as a directory: `plm/` (a model directory, see
-    /// [`CellPlm::save_dir_with`]), `classifier.safetensors` (every weight, module paths) and
-    /// `classes.json` (the class names in output order).
+    /// Saves the fine-tuned classifier as a model directory (atomic): the files of
+    /// [`CellPlm::save_dir`] (the backbone, published names, once), `head.safetensors`
+    /// (`head.weight` `[classes, latent]`, `head.bias`) and `model.json` of kind `classifier`
+    /// with the class names in output order.
     pub fn save_dir(&mut self, dir: impl AsRef<Path>, classes: &[String], pre: &crate::Preprocessing) -> Result<()> {
-        let dir = dir.as_ref();
-        if classes.len() != self.head.weight.dims()[1] {
-            return Err(CellPlmError::Input(format!(
-                "{} class names for a head of {}",
-                classes.len(),
-                self.head.weight.dims()[1]
-            )));
+        if classes.len() != self.head.n_classes() {
+            return Err(CellPlmError::Input(format!("{} class names for a head of {}", classes.len(), self.head.n_classes())));
         }
-        std::fs::create_dir_all(dir).map_err(|e| CellPlmError::io(dir, e))?;
-        self.plm.save_dir_with(dir.join("plm"), pre)?;
-        sclm_nn::train::save_model(self, &dir.join("classifier.safetensors"))?;
-        let p = dir.join("classes.json");
-        std::fs::write(&p, serde_json::to_string_pretty(classes).expect("serialises"))
-            .map_err(|e| CellPlmError::io(&p, e))
+        let mut manifest = Manifest::new(crate::family::NAME, ModelKind::Classifier, pre.clone());
+        manifest.classes = classes.to_vec();
+        sclm_model::save_atomic(dir, |tmp| {
+            self.plm.write_files(tmp, &manifest)?;
+            let (w, b) = self.head.to_parts();
+            let mut sd = sclm_weights::StateDict::new();
+            let k = self.head.n_classes();
+            let d = self.head.d_input();
+            sd.insert("head.weight".into(), sclm_weights::TensorData::from_f32(vec![k, d], w).map_err(CellPlmError::from)?);
+            sd.insert("head.bias".into(), sclm_weights::TensorData::from_f32(vec![k], b).map_err(CellPlmError::from)?);
+            sclm_weights::write_safetensors(tmp.join("head.safetensors"), &sd, None).map_err(CellPlmError::from)?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
-    /// Loads a directory written by [`CellPlmClassifier::save_dir`]: the classifier, its class
-    /// names and the preprocessing record. Every weight must be present.
+    /// Loads a classifier directory written by [`CellPlmClassifier::save_dir`]: the classifier,
+    /// its class names and registry. Every weight must be present.
     pub fn load_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(Self, Vec<String>, crate::Preprocessing)> {
         let dir = dir.as_ref();
-        let (plm, pre) = CellPlm::load_dir(dir.join("plm"), device)?;
-        let p = dir.join("classes.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| CellPlmError::io(&p, e))?;
-        let classes: Vec<String> = serde_json::from_str(&text)
-            .map_err(|e| CellPlmError::Json { path: p.display().to_string(), message: e.to_string() })?;
-        let model = CellPlmClassifier::new(plm, classes.len(), 0.0);
-        let w = dir.join("classifier.safetensors");
-        let (model, report) = sclm_nn::train::load_model(model, &w)?;
-        if !report.missing.is_empty() {
-            return Err(CellPlmError::Config(format!("{} lacks tensors: {}", w.display(), report.missing.join(", "))));
+        if dir.join("plm").is_dir() && dir.join("classifier.safetensors").is_file() {
+            return Err(CellPlmError::Config(format!(
+                "{}: a classifier directory of an earlier sclm (plm/ + classifier.safetensors, every weight stored twice); \
+                 run `sclm finetune annotation --save-model` again to write the current layout",
+                dir.display()
+            )));
         }
-        Ok((model, classes, pre))
+        let manifest = sclm_model::read_manifest(dir)?;
+        if manifest.kind != ModelKind::Classifier || manifest.classes.is_empty() {
+            return Err(CellPlmError::Config(format!(
+                "{}: not a fine-tuned classifier (model.json kind {:?}, {} classes); make one with `sclm finetune annotation --save-model`",
+                dir.display(),
+                manifest.kind,
+                manifest.classes.len()
+            )));
+        }
+        let plm = CellPlm::load_files(dir, device)?;
+        let hpath = dir.join("head.safetensors");
+        let mut sd = sclm_weights::read_safetensors(&hpath)?;
+        let mut take = |k: &str| -> Result<Vec<f32>> {
+            let t = sd.remove(k).ok_or_else(|| CellPlmError::Config(format!("{}: no tensor {k}", hpath.display())))?;
+            Ok(t.into_f32(k)?)
+        };
+        let (w, b) = (take("head.weight")?, take("head.bias")?);
+        if b.len() != manifest.classes.len() {
+            return Err(CellPlmError::Config(format!(
+                "{}: head.bias has {} classes, model.json lists {}",
+                hpath.display(),
+                b.len(),
+                manifest.classes.len()
+            )));
+        }
+        let head = ClassifierHead::from_parts(&w, &b, plm.latent_dim(), 0.0, device)
+            .map_err(|e| CellPlmError::Config(format!("{}: {e}", hpath.display())))?;
+        Ok((CellPlmClassifier { plm, head }, manifest.classes, manifest.registry))
     }
 }

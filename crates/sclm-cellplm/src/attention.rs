@@ -22,7 +22,7 @@ use sclm_nn::attention::Attention;
 use sclm_nn::burn;
 use sclm_nn::embedding::CsrRows;
 
-use crate::embed::{for_each_piece, EmbedOptions, GeneMapping};
+use crate::embed::{for_each_piece, GeneMapping, PieceOptions};
 use crate::error::{CellPlmError, Result};
 use crate::model::{to_vec, CellPlm};
 
@@ -238,7 +238,7 @@ pub fn attention_graph(
     groups: Option<&[String]>,
     coords: Option<&[[f32; 2]]>,
     mapping: &GeneMapping,
-    opts: &EmbedOptions,
+    opts: &PieceOptions,
     attn: &AttentionOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<CsrMatrix> {
@@ -354,7 +354,7 @@ mod tests {
         let x = counts(20);
         let mapping = GeneMapping::new((0..12).map(Some).collect(), 12).unwrap();
         let groups: Vec<String> = (0..20).map(|r| ["a", "b", "c"][r % 3].to_string()).collect();
-        let opts = EmbedOptions::default();
+        let opts = PieceOptions::default();
         let attn = AttentionOptions { top_k: 4, ..Default::default() };
         let mut last = 0;
         let g = attention_graph(&model, &x, Some(&groups), None, &mapping, &opts, &attn, &mut |d| last = d).unwrap();

@@ -15,6 +15,9 @@ pub enum CellPlmError {
     /// Failure while reading or writing weights (including incomplete loads).
     #[error(transparent)]
     Weights(#[from] sclm_weights::WeightsError),
+    /// Failure in the family-neutral model layer (gene matching, pieces, model directory).
+    #[error(transparent)]
+    Model(#[from] sclm_model::ModelError),
     /// Inconsistent AnnData object.
     #[error(transparent)]
     Data(#[from] sclm_data::DataError),
@@ -39,6 +42,16 @@ pub enum CellPlmError {
 impl CellPlmError {
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         CellPlmError::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+impl From<CellPlmError> for sclm_model::ModelError {
+    fn from(e: CellPlmError) -> Self {
+        match e {
+            CellPlmError::Model(m) => m,
+            CellPlmError::Input(m) => sclm_model::ModelError::Input(m),
+            other => sclm_model::ModelError::family(other),
+        }
     }
 }
 

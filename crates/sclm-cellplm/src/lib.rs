@@ -17,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod family;
 pub mod inference;
 pub mod model;
 pub mod perturb;
@@ -25,12 +26,13 @@ pub mod weights;
 
 pub use bench::{bench_embed, BenchResult};
 pub use config::{CellPlmConfig, DecoderKind, LatentKind, NormChoice};
-pub use embed::{embed, embed_chunk, EmbedOptions, GeneMapping};
+pub use embed::{embed_chunk, embed_streaming, EmbedOptions, GeneMapping, PieceOptions};
 pub use error::{CellPlmError, Result};
 pub use inference::CellPlmInference;
 pub use model::{nb_loss, CellPlm, Covariates, DecoderOutput, GroupInput, GroupOutput};
 pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig, PretrainConfig, TrainGroup};
 pub use sclm_weights::LoadReport;
+pub use family::{CellPlmFamily, CellPlmModel, FAMILY};
 pub use weights::Preprocessing;
 
 /// Helpers shared by the unit tests of several modules.

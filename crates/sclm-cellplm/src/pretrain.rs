@@ -395,6 +395,8 @@ pub struct Corpus {
     pub n_cells: usize,
     /// Per dataset: genes matched to the vocabulary, genes of the dataset.
     pub matched: Vec<(usize, usize)>,
+    /// Per dataset: the gene-matching report (what was matched, how, and what was dropped).
+    pub gene_reports: Vec<String>,
 }
 
 /// The union of the datasets' gene names (var index) in order of first appearance.
@@ -427,37 +429,30 @@ impl Corpus {
         if datasets.is_empty() {
             return Err(CellPlmError::Input("no training data given".into()));
         }
-        let vocab: BTreeMap<&str, u32> = genes.iter().enumerate().map(|(i, g)| (g.as_str(), i as u32)).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xc0ff_ee00);
         let mut groups = Vec::new();
         let mut batch_labels = Vec::new();
         let mut matched = Vec::new();
+        let mut gene_reports = Vec::new();
         let mut n_cells = 0;
         for (d, (name, a)) in datasets.iter().enumerate() {
-            let x = crate::embed::counts_matrix(a, opts.layer.as_deref()).map_err(|e| match e {
-                CellPlmError::Input(m) => CellPlmError::Input(format!("{name}: {m}")),
-                other => other,
-            })?;
-            // Column → vocabulary; first occurrence of a duplicated name wins.
+            let in_file = |e: sclm_model::ModelError| match e {
+                sclm_model::ModelError::Input(m) => CellPlmError::Input(format!("{name}: {m}")),
+                sclm_model::ModelError::Preprocess(p) => CellPlmError::Input(format!("{name}: {p}")),
+                other => other.into(),
+            };
+            let x = sclm_model::cells::counts_matrix(a, opts.layer.as_deref()).map_err(in_file)?;
+            // The one gene-matching path (symbols and Ensembl ids, offline); a vocabulary gene
+            // takes one dataset column, duplicated names keep their first column.
+            let (mapping, report) = sclm_model::GeneMapping::for_dataset(genes, &a.var, None).map_err(in_file)?;
             let mut col_to_vocab: Vec<Option<u32>> = vec![None; a.n_vars()];
-            let mut used = std::collections::HashSet::new();
-            for (c, g) in a.var.index.iter().enumerate() {
-                if let Some(&v) = vocab.get(g.as_str()) {
-                    if used.insert(v) {
-                        col_to_vocab[c] = Some(v);
-                    }
+            for (v, c) in mapping.vocab_to_col().iter().enumerate() {
+                if let Some(c) = *c {
+                    col_to_vocab[c] = Some(v as u32);
                 }
             }
-            let mut panel: Vec<u32> = col_to_vocab.iter().flatten().copied().collect();
-            panel.sort_unstable();
-            if panel.is_empty() {
-                return Err(CellPlmError::Input(format!(
-                    "{name}: none of its {} genes is in the model vocabulary (e.g. '{}' vs '{}')",
-                    a.n_vars(),
-                    a.var.index.first().map(String::as_str).unwrap_or(""),
-                    genes.first().map(String::as_str).unwrap_or("")
-                )));
-            }
+            let panel = mapping.panel();
+            gene_reports.push(format!("{name}: {}", report.report()));
             matched.push((panel.len(), a.n_vars()));
             let panel = Arc::new(panel);
             for r in 0..x.nrows {
@@ -550,6 +545,7 @@ impl Corpus {
             dataset_labels: datasets.iter().map(|(n, _)| n.clone()).collect(),
             n_cells,
             matched,
+            gene_reports,
         })
     }
 }

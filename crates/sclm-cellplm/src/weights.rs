@@ -5,7 +5,7 @@
 //! ([`CellPlm::save_dir`], [`CellPlm::load_dir`]), whose `model.safetensors` uses the published
 //! names and layouts.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
@@ -14,7 +14,7 @@ use sclm_nn::attention::Attention;
 use sclm_nn::burn;
 use sclm_nn::encoder::Norm;
 use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
-use serde::{Deserialize, Serialize};
+use sclm_model::{Manifest, ModelKind};
 
 use crate::config::CellPlmConfig;
 use crate::error::{CellPlmError, Result};
@@ -240,70 +240,57 @@ impl CellPlm {
         Ok(sd)
     }
 
-    /// Saves the model as a self-describing directory: `config.json`, `model.safetensors`
-    /// (published names), `genes.txt` (vocabulary, one per line) and `preprocessing.json`.
-    /// Atomic: written to a temporary sibling directory, then renamed over `dir` (an existing
-    /// model directory there is replaced).
+    /// Saves the model as a self-describing directory: `model.json` (manifest: family
+    /// `cellplm`, format version, `registry`), `config.json`, `model.safetensors` (published
+    /// names), `genes.txt` (vocabulary, one per line). Atomic: written to a temporary sibling
+    /// directory, then renamed over `dir` (an existing model directory there is replaced).
     pub fn save_dir(&mut self, dir: impl AsRef<Path>) -> Result<()> {
         self.save_dir_with(dir, &Preprocessing::default())
     }
 
-    /// [`CellPlm::save_dir`] with the given preprocessing record (covariate labels, gene id kind).
+    /// [`CellPlm::save_dir`] with the given registry (covariate labels, group key, gene id kind).
     pub fn save_dir_with(&mut self, dir: impl AsRef<Path>, pre: &Preprocessing) -> Result<()> {
-        let dir = dir.as_ref();
-        let name = dir
-            .file_name()
-            .ok_or_else(|| CellPlmError::Input(format!("{} is not a directory name", dir.display())))?
-            .to_string_lossy()
-            .to_string();
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let pid = std::process::id();
-        let tmp = parent.join(format!(".{name}.tmp-{pid}"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| CellPlmError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| CellPlmError::io(&tmp, e))?;
-        let written = (|| -> Result<()> {
-            let write = |file: &str, text: String| {
-                let p = tmp.join(file);
-                std::fs::write(&p, text).map_err(|e| CellPlmError::io(&p, e))
-            };
-            write("config.json", self.config().to_json())?;
-            write("genes.txt", self.genes().join("\n") + "\n")?;
-            write("preprocessing.json", serde_json::to_string_pretty(pre).expect("serialises"))?;
-            let sd = self.to_state_dict()?;
-            let mut meta = HashMap::new();
-            meta.insert("format".to_string(), "sclm-cellplm".to_string());
-            sclm_weights::write_safetensors(tmp.join("model.safetensors"), &sd, Some(meta))?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{pid}"));
-            std::fs::rename(dir, &old).map_err(|e| CellPlmError::io(dir, e))?;
-            std::fs::rename(&tmp, dir).map_err(|e| CellPlmError::io(dir, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| CellPlmError::io(&old, e))?;
-        } else {
-            std::fs::rename(&tmp, dir).map_err(|e| CellPlmError::io(dir, e))?;
-        }
+        let manifest = Manifest::new(crate::family::NAME, ModelKind::Pretrained, pre.clone());
+        sclm_model::save_atomic(dir, |tmp| self.write_files(tmp, &manifest).map_err(Into::into))?;
         Ok(())
     }
 
-    /// Loads a directory written by [`CellPlm::save_dir`]; checks that `genes.txt` agrees with
-    /// the config's `gene_list` and that the weights are complete.
+    /// Writes the files of a model directory into the existing directory `dir` (not atomic:
+    /// see [`CellPlm::save_dir`]).
+    pub fn write_files(&mut self, dir: &Path, manifest: &Manifest) -> Result<()> {
+        sclm_model::dir::write_text(dir, "model.json", &manifest.to_json())?;
+        sclm_model::dir::write_text(dir, "config.json", &self.config().to_json())?;
+        sclm_model::dir::write_text(dir, "genes.txt", &(self.genes().join("\n") + "\n"))?;
+        let sd = self.to_state_dict()?;
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "sclm-cellplm".to_string());
+        sclm_weights::write_safetensors(dir.join("model.safetensors"), &sd, Some(meta))?;
+        Ok(())
+    }
+
+    /// Loads a directory written by [`CellPlm::save_dir`] (or by sclm before manifests existed):
+    /// returns the model and its registry. Checks that `genes.txt` agrees with the config's
+    /// `gene_list` and that the weights are complete.
     pub fn load_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(Self, Preprocessing)> {
         let dir = dir.as_ref();
+        let manifest = sclm_model::read_manifest(dir)?;
+        if manifest.family != crate::family::NAME {
+            return Err(CellPlmError::Config(format!(
+                "{}: a {} model, not a CellPLM model",
+                dir.display(),
+                manifest.family
+            )));
+        }
+        Ok((Self::load_files(dir, device)?, manifest.registry))
+    }
+
+    /// The model of the files `config.json`, `genes.txt` and `model.safetensors` of `dir`, on
+    /// `device`.
+    pub fn load_files(dir: &Path, device: &Device) -> Result<Self> {
         let config = CellPlmConfig::from_json_file(dir.join("config.json"))?;
         let gpath = dir.join("genes.txt");
-        let genes = std::fs::read_to_string(&gpath).map_err(|e| CellPlmError::io(&gpath, e))?;
-        let genes: Vec<&str> = genes.lines().filter(|l| !l.is_empty()).collect();
-        if genes.len() != config.gene_list.len() || genes.iter().zip(&config.gene_list).any(|(a, b)| a != b) {
+        let genes = sclm_model::dir::read_genes(dir)?;
+        if genes != config.gene_list {
             return Err(CellPlmError::Config(format!(
                 "{} ({} genes) disagrees with gene_list of config.json ({} genes)",
                 gpath.display(),
@@ -311,13 +298,6 @@ impl CellPlm {
                 config.gene_list.len()
             )));
         }
-        let ppath = dir.join("preprocessing.json");
-        let pre: Preprocessing = match std::fs::read_to_string(&ppath) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| CellPlmError::Json { path: ppath.display().to_string(), message: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Preprocessing::default(),
-            Err(e) => return Err(CellPlmError::io(&ppath, e)),
-        };
         let wpath = dir.join("model.safetensors");
         let sd = sclm_weights::read_safetensors(&wpath)?;
         let (model, report) = Self::from_state_dict(&config, sd, &wpath, device)?;
@@ -328,69 +308,10 @@ impl CellPlm {
                 report.skipped.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
             )));
         }
-        Ok((model, pre))
+        Ok(model)
     }
 }
 
-/// How input data must be prepared for the model (`preprocessing.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Preprocessing {
-    /// Expected input values: `raw_counts` (non-negative integers; default).
-    #[serde(default = "d_input")]
-    pub input: String,
-    /// Transform applied inside the model: `log1p` (default).
-    #[serde(default = "d_transform")]
-    pub transform: String,
-    /// Whether counts are library-size normalised before the model (default false: the
-    /// published model embeds raw counts).
-    #[serde(default)]
-    pub library_size_normalization: bool,
-    /// What the vocabulary holds: `ensembl_gene_id` (default).
-    #[serde(default = "d_gene_id")]
-    pub gene_id: String,
-    /// obs column defining the groups that attend to each other (default `batch`).
-    #[serde(default = "d_group")]
-    pub group_key: String,
-    /// Label of each row of the decoder's batch table (`dataset/batch` for models pretrained by
-    /// sclm; empty for imported models, whose tables are anonymous).
-    #[serde(default)]
-    pub batch_labels: Vec<String>,
-    /// Label of each row of the decoder's dataset table.
-    #[serde(default)]
-    pub dataset_labels: Vec<String>,
-}
-
-impl Preprocessing {
-    /// The batch-table row of `dataset/batch`, if the model knows it.
-    pub fn batch_id(&self, dataset: &str, batch: &str) -> Option<usize> {
-        let key = format!("{dataset}/{batch}");
-        self.batch_labels.iter().position(|l| *l == key)
-    }
-}
-
-fn d_input() -> String {
-    "raw_counts".into()
-}
-fn d_transform() -> String {
-    "log1p".into()
-}
-fn d_gene_id() -> String {
-    "ensembl_gene_id".into()
-}
-fn d_group() -> String {
-    "batch".into()
-}
-
-impl Default for Preprocessing {
-    fn default() -> Self {
-        Preprocessing {
-            input: d_input(),
-            transform: d_transform(),
-            library_size_normalization: false,
-            gene_id: d_gene_id(),
-            group_key: d_group(),
-            batch_labels: Vec::new(),
-            dataset_labels: Vec::new(),
-        }
-    }
-}
+/// How input data must be prepared for the model: the model layer's registry (saved in
+/// `model.json`; read from `preprocessing.json` in directories written before manifests).
+pub type Preprocessing = sclm_model::Registry;

@@ -1,10 +1,23 @@
 //! Model directory round trip, AnnData embedding, covariates and positional encoding on a tiny
 //! random model.
-use sclm_cellplm::embed::{embed, embed_chunk, EmbedOptions, GeneMapping};
+use sclm_cellplm::embed::{embed_chunk, EmbedOptions, GeneMapping, PieceOptions};
+use sclm_cellplm::CellPlmModel;
 use sclm_cellplm::model::to_vec;
 use sclm_cellplm::{CellPlm, CellPlmConfig, Covariates, GroupInput, LatentKind};
 use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Dense, Matrix};
 use sclm_nn::embedding::CsrRows;
+
+/// Embeds through the model layer (`sclm_model::embed` on a [`CellPlmModel`] with the default
+/// registry: groups by obs `batch`).
+fn embed(
+    model: &CellPlm,
+    a: &AnnData,
+    opts: &EmbedOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Dense<f32>, sclm_model::ModelError> {
+    let m = CellPlmModel::new(model.clone(), Default::default());
+    sclm_model::embed(&m, a, opts, progress).map(|(e, _)| e)
+}
 
 fn tiny(latent: LatentKind, pe: bool) -> CellPlmConfig {
     let genes: Vec<String> = (0..12).map(|i| format!("ENSG{i:05}")).collect();
@@ -61,7 +74,7 @@ fn save_dir_and_load_dir_round_trip_exactly() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["model".to_string()]);
-        for f in ["config.json", "model.safetensors", "genes.txt", "preprocessing.json"] {
+        for f in ["model.json", "config.json", "model.safetensors", "genes.txt"] {
             assert!(dir.join(f).exists(), "{f}");
         }
         let (mut back, pre) = CellPlm::load_dir(&dir, &dev).unwrap();
@@ -70,8 +83,8 @@ fn save_dir_and_load_dir_round_trip_exactly() {
         assert_eq!(back.to_state_dict().unwrap(), model.to_state_dict().unwrap());
         let a = adata(Some(vec!["x", "y", "x", "y", "x", "x", "y", "x", "x", "y"]));
         let opts = EmbedOptions::default();
-        let e1 = embed(&model, &a, None, &opts, &mut |_| {}).unwrap();
-        let e2 = embed(&back, &a, None, &opts, &mut |_| {}).unwrap();
+        let e1 = embed(&model, &a, &opts, &mut |_| {}).unwrap();
+        let e2 = embed(&back, &a, &opts, &mut |_| {}).unwrap();
         assert_eq!(e1, e2);
     }
 }
@@ -105,35 +118,36 @@ fn embed_groups_cells_and_keeps_order() {
     let labels = vec!["x", "y", "x", "y", "x", "x", "y", "x", "x", "y"];
     let a = adata(Some(labels.clone()));
     let mut calls = Vec::new();
-    let e = embed(&model, &a, None, &EmbedOptions::default(), &mut |d| calls.push(d)).unwrap();
+    let e = embed(&model, &a, &EmbedOptions::default(), &mut |d| calls.push(d)).unwrap();
     assert_eq!((e.nrows, e.ncols), (10, 8));
     assert_eq!(calls, vec![6, 10]);
     // Group "y" alone gives the same rows: groups do not see each other.
     let ys: Vec<usize> = (0..10).filter(|&r| labels[r] == "y").collect();
     let sub = a.select_obs(&ys);
-    let ey = embed(&model, &sub, None, &EmbedOptions::default(), &mut |_| {}).unwrap();
+    let ey = embed(&model, &sub, &EmbedOptions::default(), &mut |_| {}).unwrap();
     for (i, &r) in ys.iter().enumerate() {
         for (u, v) in ey.row(i).iter().zip(e.row(r)) {
             assert!((u - v).abs() < 1e-5);
         }
     }
     // One group when the key is absent: cells now attend to all others, so results change.
-    let one = embed(&model, &adata(None), None, &EmbedOptions::default(), &mut |_| {}).unwrap();
+    let one = embed(&model, &adata(None), &EmbedOptions::default(), &mut |_| {}).unwrap();
     assert!(one.data.iter().zip(&e.data).any(|(u, v)| (u - v).abs() > 1e-4));
     // Pieces: at most 4 cells per forward → 10 cells in pieces of 4, 3, 3.
     let mut calls = Vec::new();
-    let opts = EmbedOptions { max_cells_per_forward: 4, ..Default::default() };
-    embed(&model, &adata(None), None, &opts, &mut |d| calls.push(d)).unwrap();
+    let opts = EmbedOptions { pieces: PieceOptions { max_cells_per_forward: 4, ..Default::default() }, ..Default::default() };
+    embed(&model, &adata(None), &opts, &mut |d| calls.push(d)).unwrap();
     assert_eq!(calls, vec![4, 7, 10]);
     // A precomputed mapping equal to the name match gives the same result; the streaming entry
     // point does too.
-    let by_name = GeneMapping::by_name(model.genes(), &a.var, None).unwrap();
+    let (by_name, report) = GeneMapping::for_dataset(model.genes(), &a.var, None).unwrap();
+    assert_eq!(report.unmatched_dataset, vec!["ENSG00098".to_string(), "ENSG00099".to_string()]);
     assert_eq!(by_name.n_matched(), 12);
     assert_eq!(by_name.vocab_to_col()[0], Some(2));
     let m = GeneMapping::new((0..12).map(|v| Some(v + 2)).collect(), 14).unwrap();
     assert_eq!(m, by_name);
     let groups: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
-    let s = embed_chunk(&model, &counts(), Some(&groups), None, &m, &EmbedOptions::default(), &mut |_| {}).unwrap();
+    let s = embed_chunk(&model, &counts(), Some(&groups), None, &m, &PieceOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(s, e);
 }
 
@@ -145,15 +159,15 @@ fn embed_rejects_bad_input() {
     if let Matrix::Csr(c) = &mut a.x {
         c.data[3] = 1.5;
     }
-    let err = embed(&model, &a, None, &EmbedOptions::default(), &mut |_| {}).unwrap_err().to_string();
+    let err = embed(&model, &a, &EmbedOptions::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("integer counts"), "{err}");
     if let Matrix::Csr(c) = &mut a.x {
         c.data[3] = -1.0;
     }
-    assert!(embed(&model, &a, None, &EmbedOptions::default(), &mut |_| {}).is_err());
+    assert!(embed(&model, &a, &EmbedOptions::default(), &mut |_| {}).is_err());
     let mut b = adata(None);
     b.var = DataFrame::new((0..14).map(|i| format!("SYM{i}")).collect());
-    let err = embed(&model, &b, None, &EmbedOptions::default(), &mut |_| {}).unwrap_err().to_string();
+    let err = embed(&model, &b, &EmbedOptions::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("vocabulary"), "{err}");
     assert!(GeneMapping::new(vec![Some(20); 12], 14).is_err());
 }

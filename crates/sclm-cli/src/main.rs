@@ -76,22 +76,43 @@ enum Command {
     /// Draw a 2-D scatter plot (UMAP of an embedding, or a 2-D basis) coloured by an obs key or gene.
     Plot(commands::plot::Args),
     /// Import a published checkpoint into an sclm model directory.
-    Import(commands::cellplm::ImportArgs),
+    Import(commands::import::ImportArgs),
     /// Pretrain a model from scratch on .h5ad files (CellPLM: masked-cell modelling).
     Pretrain(commands::pretrain::Args),
     /// Fine-tune a model for a downstream task and score it next to its baseline.
     Finetune(commands::finetune::Args),
     /// Predict with a fine-tuned model (cell types from `finetune annotation --save-model`).
     Predict(commands::finetune::PredictArgs),
-    /// Embed cells with a model (zero-shot) and write the embedding to obsm.
-    Embed(commands::cellplm::EmbedArgs),
+    /// Embed cells with a model of any family (zero-shot) and write the embedding to obsm.
+    Embed(commands::embed::Args),
     /// Speed benchmarks against the reference implementations.
     Bench(commands::bench::Args),
     /// Run the main job on the embedded default dataset: simulate, inspect, preprocess, evaluate, plot.
     Demo(commands::demo::Args),
 }
 
+/// The model families built into this binary (the manifest of a model directory names one).
+pub fn families() -> [&'static dyn sclm_model::Family; 1] {
+    [&sclm_cellplm::FAMILY]
+}
+
+/// Opens a model directory of any family built in.
+pub fn load_model(dir: &std::path::Path, device: &sclm_nn::burn::tensor::Device) -> anyhow::Result<Box<dyn sclm_model::CellModel>> {
+    Ok(sclm_model::load_any(dir, &families(), device)?)
+}
+
 fn main() -> ExitCode {
+    // A bug must still reach the user as one line, never as a Rust backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error (a bug in sclm, please report it): {}{at}", msg.lines().next().unwrap_or(""));
+    }));
     let cli = Cli::parse();
     if let Some(n) = cli.global.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -106,11 +127,11 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => commands::evaluate::run(&cli.global, a),
         Command::Baseline(a) => commands::baseline::run(&cli.global, a),
         Command::Plot(a) => commands::plot::run(&cli.global, a),
-        Command::Import(a) => commands::cellplm::import(&cli.global, a),
+        Command::Import(a) => commands::import::import(&cli.global, a),
         Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
         Command::Finetune(a) => commands::finetune::run(&cli.global, a),
         Command::Predict(a) => commands::finetune::predict(&cli.global, a),
-        Command::Embed(a) => commands::cellplm::embed(&cli.global, a),
+        Command::Embed(a) => commands::embed::run(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),
     };

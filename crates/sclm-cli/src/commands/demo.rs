@@ -92,22 +92,24 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         println!("   {line}");
     }
     if a.pretrain_epochs > 0 {
-        cellplm_stage(g, &a, &raw_path, &rep_pca)?;
+        cellplm_stage(g, &a, &raw_path)?;
     }
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Steps 6–7: pretrain a small CellPLM on the raw counts, embed zero-shot, score it next to PCA.
-fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &sclm_eval::MetricsReport) -> Result<()> {
+/// Steps 6–9: pretrain a small CellPLM on the raw counts, embed zero-shot and score it next to
+/// PCA on the same cells (the task layer's embedding protocol), then fine-tune it for
+/// annotation and score its denoising, each next to its baseline.
+fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()> {
     let t = Instant::now();
     let model_dir = a.out_dir.join("cellplm_small");
     println!("6. pretrain a small CellPLM (masked-cell modelling, {} epochs) on the raw counts:", a.pretrain_epochs);
     let args = super::pretrain::Args {
         family: super::pretrain::Family::Cellplm,
-        data: vec![raw_path.to_path_buf()],
+        input: vec![raw_path.to_path_buf()],
         config: "small".into(),
-        out: model_dir.clone(),
+        output: model_dir.clone(),
         run_dir: None,
         resume: false,
         epochs: a.pretrain_epochs,
@@ -124,24 +126,26 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
     super::pretrain::run(g, args)?;
     println!("   pretrained in {:.1} s, model in {}", t.elapsed().as_secs_f64(), model_dir.display());
 
-    println!("7. embed zero-shot and evaluate next to PCA:");
-    let (model, _) = sclm_cellplm::CellPlm::load_dir(&model_dir, &g.device()?)?;
+    println!("7. embed zero-shot and evaluate next to PCA-30 on the same cells:");
+    let model = crate::load_model(&model_dir, &g.device()?)?;
     let (mut raw, _) = sclm_io::read_any(raw_path)?;
-    let opts = sclm_cellplm::EmbedOptions { spatial_key: Some("spatial".into()), ..Default::default() };
-    let emb = sclm_cellplm::embed(&model, &raw, None, &opts, &mut |_| {})?;
-    let types = raw.obs_column("cell_type")?.to_labels();
-    let batches = raw.obs_column("batch")?.to_labels();
-    let eopts = sclm_eval::EvaluateOptions { seed: g.seed, method: "CellPLM-small".into(), ..Default::default() };
-    let rep = sclm_eval::evaluate_embedding(&emb, &types, Some(&batches), &eopts)?;
+    let opts = sclm_tasks::EmbeddingOptions {
+        label_key: "cell_type".into(),
+        batch_key: Some("batch".into()),
+        embed: sclm_model::EmbedOptions { spatial_key: Some("spatial".into()), ..Default::default() },
+        baseline: sclm_tasks::PcaFit { n_comps: 30, n_top_genes: 1000, seed: g.seed, ..Default::default() },
+        evaluate: sclm_eval::EvaluateOptions { seed: g.seed, ..Default::default() },
+    };
+    let out = sclm_tasks::embedding_quality(model.as_ref(), &raw, &opts, &mut |_| {})?;
+    let (rep, rep_pca) = (&out.reports[0], &out.reports[1]);
     println!("   {:<20} {:>10} {:>14}", "metric", "PCA-30", "CellPLM-small");
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     for m in &rep.metrics {
-        if let Some(p) = rep_pca.metrics.iter().find(|p| p.name == m.name) {
-            println!("   {:<20} {:>10} {:>14}", m.name, fmt(p.value), fmt(m.value));
-        }
+        println!("   {:<20} {:>10} {:>14}", m.name, fmt(rep_pca.get(&m.name)), fmt(m.value));
     }
+    let types = raw.obs_column("cell_type")?.to_labels();
     let plot = a.out_dir.join("umap_cellplm.png");
-    let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
+    let coords = super::plot::layout(&out.embedding, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
         sclm_eval::scatter_png(
             &coords,
@@ -150,54 +154,55 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path, rep_pca: &scl
             tmp,
         )
     })?;
-    raw.obsm.insert("X_cellplm".into(), sclm_data::Array2::F32(emb));
-    let out = a.out_dir.join("cellplm_embedded.h5ad");
-    sclm_io::write_h5ad(&raw, &out, &sclm_io::WriteOptions::default())?;
-    println!("   wrote {} and {}", out.display(), plot.display());
+    raw.obsm.insert("X_cellplm".into(), sclm_data::Array2::F32(out.embedding));
+    let out_path = a.out_dir.join("cellplm_embedded.h5ad");
+    sclm_io::write_h5ad(&raw, &out_path, &sclm_io::WriteOptions::default())?;
+    println!("   wrote {} and {}", out_path.display(), plot.display());
 
-    let base = super::finetune::Args {
-        task: super::finetune::Task::Annotation,
-        data: raw_path.to_path_buf(),
-        label_key: Some("cell_type".into()),
+    let common = super::finetune::Common {
+        input: raw_path.to_path_buf(),
         model: Some(model_dir.clone()),
-        output: Some(a.out_dir.join("annotated.h5ad")),
+        layer: None,
         use_raw: false,
         log1p_input: false,
         allow_non_integer: false,
-        n_top_genes: 1000,
-        epochs: 60,
-        pretrain_epochs: 8,
-        lr: 5e-3,
-        valid_frac: 0.2,
-        test_frac: 0.2,
         group_key: Some("batch".into()),
-        reference: None,
-        spatial_key: None,
-        coords_obs: None,
-        holdout_frac: 0.1,
-        perturbation_key: "perturbation".into(),
-        control: "control".into(),
         json: None,
+    };
+    let epochs = 60;
+    let t = Instant::now();
+    println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {epochs} epochs at most):");
+    let ann = super::finetune::AnnotationArgs {
+        common: common.clone(),
+        label_key: "cell_type".into(),
+        output: a.out_dir.join("annotated.h5ad"),
+        key_added: None,
         save_model: None,
         run_dir: None,
         resume: false,
+        epochs,
+        lr: 5e-3,
+        valid_frac: 0.2,
+        test_frac: 0.2,
+        min_cells_per_class: 3,
+        n_top_genes: 1000,
     };
-    let t = Instant::now();
-    println!(
-        "8. cell-type annotation: fine-tune the pretrained model (published recipe, {} epochs at most):",
-        base.epochs
-    );
-    super::finetune::run(g, super::finetune::Args { ..base.clone() })?;
+    super::finetune::run(g, super::finetune::Args { task: super::finetune::Task::Annotation(ann) })?;
     println!("   in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    println!(
-        "9. denoising: hide 10% of the non-zero counts, pretrain on the rest ({} epochs), score the hidden ones:",
-        base.pretrain_epochs
-    );
-    super::finetune::run(
-        g,
-        super::finetune::Args { task: super::finetune::Task::Denoising, epochs: 0, output: None, ..base },
-    )?;
+    // The pretrained model saw every count, the hidden ones too: denoising trains a fresh model
+    // on the data with the hidden entries removed instead.
+    println!("9. denoising: hide 10% of the non-zero counts, train a fresh model on the rest (8 epochs), score the hidden ones:");
+    let den = super::finetune::DenoisingArgs {
+        common: super::finetune::Common { model: None, ..common },
+        output: None,
+        n_top_genes: 1000,
+        hide_frac: 0.1,
+        pretrain_epochs: 8,
+        epochs: 0,
+        lr: None,
+    };
+    super::finetune::run(g, super::finetune::Args { task: super::finetune::Task::Denoising(den) })?;
     println!("   in {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
 }

@@ -1,134 +1,213 @@
-//! `sclm finetune annotation`: fine-tune CellPLM for cell-type annotation and score it next to
-//! logistic regression on PCA with the same split.
+//! `sclm finetune <task>` and `sclm predict`: argument mapping and printing over the task layer
+//! (`sclm-tasks`); every protocol runs the model and its baseline on the same cells and genes.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use sclm_cellplm::annotate::{finetune_annotation, CellPlmClassifier, FinetuneConfig, LabeledGroup};
-use sclm_cellplm::pretrain::{labels_for, Corpus, CorpusOptions};
-use sclm_cellplm::{CellPlm, CellPlmConfig};
 use sclm_data::{AnnData, Column, Matrix};
-use sclm_eval::baselines::{self, LogRegOptions};
 use sclm_eval::MetricsReport;
-use sclm_nn::train::{EpochReport, Progress, StepReport};
+use sclm_model::{CellModel, EmbedOptions, FinetuneRecipe, PieceOptions, ReconstructOptions, RunOptions};
+use sclm_nn::train::{EpochReport, NoProgress, Progress, StepReport};
+use sclm_tasks::ModelChoice;
 
 use crate::Global;
 
-/// Fine-tuning tasks.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// The tasks.
+#[derive(Debug, clap::Subcommand)]
 pub enum Task {
-    /// Cell-type annotation: encoder + latent + classification head (paper §4.3).
-    Annotation,
-    /// Denoising (paper §4.2): hide 10 % of the non-zero counts, pretrain a small model on what is
-    /// left (zero-shot: decoder output), fine-tune it with the published imputation masking, and
-    /// score the hidden entries next to kNN-diffusion smoothing.
-    Denoising,
-    /// Spatial imputation (paper §4.4): hold out genes of a spatial dataset, train on it together
-    /// with a reference measuring every gene (default: half of the spots), impute the held-out
-    /// genes; per-gene correlation and cosine next to kNN regression from the reference.
-    SpatialImputation,
-    /// Perturbation prediction (paper §4.5): control cells with the perturbed gene marked −100
-    /// and an MLP decoder; unseen-perturbation split; RMSE over all genes and the top-20 DE genes
-    /// next to the no-change baseline.
-    Perturbation,
+    /// Cell-type annotation (CellPLM §4.3): fine-tune a classifier, score it on held-out cells
+    /// next to logistic regression on PCA-50 of the same split.
+    Annotation(AnnotationArgs),
+    /// Denoising (CellPLM §4.2): hide 10 % of the non-zero counts and score their
+    /// reconstruction next to kNN-diffusion smoothing.
+    Denoising(DenoisingArgs),
+    /// Spatial imputation (CellPLM §4.4): hold out genes of a spatial dataset (stratified by
+    /// sparsity), impute them from a reference; next to kNN regression from the reference.
+    SpatialImputation(SpatialArgs),
+    /// Perturbation prediction (CellPLM §4.5): GEARS-style conditions (`A+ctrl`, `ctrl`),
+    /// unseen-perturbation split; next to the no-change baseline.
+    Perturbation(PerturbationArgs),
 }
 
 /// Arguments of `sclm finetune`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// The task.
-    #[arg(value_enum)]
+    #[command(subcommand)]
     pub task: Task,
-    /// Input .h5ad with counts and labels.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// obs column of the cell types (annotation).
-    #[arg(long)]
-    pub label_key: Option<String>,
-    /// Pretrained model directory (`sclm pretrain` / `sclm import`); default: a fresh small model
-    /// over the dataset's most variable genes.
+}
+
+/// What every task reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Input: .h5ad with counts (X or --layer), Cell Ranger .h5 or matrix directory.
+    pub input: PathBuf,
+    /// Model directory (`sclm pretrain`, `sclm import`; any family); default: a fresh small
+    /// CellPLM over the data's genes.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output .h5ad. Annotation: the input with obs `<label-key>_cellplm` (prediction),
-    /// `_cellplm_prob` and `cellplm_split`. Denoising: the evaluated cells × genes with layers
-    /// `counts_hidden`, `cellplm_denoised`, `knn_denoised` (log-normalised). Spatial imputation:
-    /// the query spots with layers `cellplm_imputed`, `knn_imputed` and var `held_out`.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
+    /// Layer holding the counts (default: X).
+    #[arg(long, conflicts_with = "use_raw")]
+    pub layer: Option<String>,
     /// Use `raw.X` and `raw.var` instead of X.
     #[arg(long)]
     pub use_raw: bool,
     /// The values are log1p of normalised counts (e.g. scanpy's `raw`): undo the log1p.
     #[arg(long)]
     pub log1p_input: bool,
-    /// Accept non-integer values (normalised counts, TPM); the small model rescales each cell.
+    /// Accept non-integer values (normalised counts, TPM).
     #[arg(long)]
     pub allow_non_integer: bool,
-    /// Genes of a fresh model: the most variable ones (published: 3,000).
-    #[arg(long, default_value_t = 3000)]
-    pub n_top_genes: usize,
-    /// Most epochs (annotation: one step per group, early stopping on validation macro-F1;
-    /// denoising: fine-tuning epochs after pretraining).
+    /// obs column forming the groups of cells that attend to each other (default: the model's
+    /// saved group key; a fresh model: all cells one group).
+    #[arg(long)]
+    pub group_key: Option<String>,
+    /// Write the reports (model and baseline) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `sclm finetune annotation`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnnotationArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// obs column of the cell types.
+    #[arg(long)]
+    pub label_key: String,
+    /// Output .h5ad: the input with obs `<key-added>` (prediction), `<key-added>_prob` and
+    /// `<key-added>_split` (train / valid / test / excluded).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// obs key of the predictions (default `<label-key>_<family>`).
+    #[arg(long)]
+    pub key_added: Option<String>,
+    /// Save the fine-tuned classifier as a model directory (for `sclm predict`).
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Run directory for log.jsonl, a checkpoint after every epoch and the best model so far.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the interrupted run in --run-dir (same data, model and options); it ends where
+    /// an uninterrupted run would.
+    #[arg(long, requires = "run_dir")]
+    pub resume: bool,
+    /// Most epochs (early stopping on validation macro-F1).
     #[arg(long, default_value_t = 300)]
     pub epochs: usize,
-    /// Denoising: pretraining epochs on the data with hidden entries (the zero-shot model).
-    #[arg(long, default_value_t = 10)]
-    pub pretrain_epochs: usize,
     /// Peak learning rate (published 5e-3).
     #[arg(long, default_value_t = 5e-3)]
     pub lr: f64,
-    /// Fractions of cells for validation and test (stratified by label).
+    /// Fraction of each class used for validation.
     #[arg(long, default_value_t = 0.2)]
     pub valid_frac: f64,
-    /// Fraction of cells held out for testing.
+    /// Fraction of each class held out for testing.
     #[arg(long, default_value_t = 0.2)]
     pub test_frac: f64,
-    /// obs column forming the groups of cells that attend to each other (default: all cells one group).
+    /// Classes with fewer cells are left out (with a note); at least 3.
+    #[arg(long, default_value_t = 3)]
+    pub min_cells_per_class: usize,
+    /// Most variable genes of a fresh model and of the baseline's PCA.
+    #[arg(long, default_value_t = 3000)]
+    pub n_top_genes: usize,
+}
+
+/// Arguments of `sclm finetune denoising`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DenoisingArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Output .h5ad: the evaluated cells × genes with layers `counts_hidden`, `knn_denoised`
+    /// and `<family>_denoised` / `<family>_finetuned_denoised` (log-normalised).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Genes scored: the most variable ones among those the model knows.
+    #[arg(long, default_value_t = 3000)]
+    pub n_top_genes: usize,
+    /// Fraction of each cell's non-zero counts hidden.
+    #[arg(long, default_value_t = 0.1)]
+    pub hide_frac: f64,
+    /// Training epochs of a fresh model on the data with the hidden entries (a given --model
+    /// reconstructs zero-shot instead).
+    #[arg(long, default_value_t = 10, conflicts_with = "model")]
+    pub pretrain_epochs: usize,
+    /// Fine-tuning epochs with the imputation recipe (0: no fine-tuning).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Learning rate (default: the family's; CellPLM 3e-4 pretraining, 5e-4 fine-tuning).
     #[arg(long)]
-    pub group_key: Option<String>,
-    /// Spatial imputation: reference .h5ad measuring every gene (default: half of the spots).
+    pub lr: Option<f64>,
+}
+
+/// Arguments of `sclm finetune spatial-imputation`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpatialArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Reference .h5ad measuring the held-out genes (default: half of the spots).
     #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// Spatial imputation: obsm key of the coordinates.
-    #[arg(long)]
-    pub spatial_key: Option<String>,
-    /// Spatial imputation: two obs columns holding the coordinates, e.g. `row,col`.
+    /// obsm key of the coordinates.
+    #[arg(long, default_value = "spatial", conflicts_with = "coords_obs")]
+    pub spatial_key: String,
+    /// Two obs columns holding the coordinates instead, e.g. `row,col`.
     #[arg(long)]
     pub coords_obs: Option<String>,
-    /// Spatial imputation: fraction of the genes held out.
+    /// Output .h5ad: the query spots with layers `<family>_imputed`, `knn_imputed` and var
+    /// `held_out`.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Most variable genes the model reads besides the held-out ones.
+    #[arg(long, default_value_t = 1000)]
+    pub n_top_genes: usize,
+    /// Fraction of the shared genes held out (stratified by sparsity).
     #[arg(long, default_value_t = 0.1)]
     pub holdout_frac: f64,
-    /// Perturbation: obs column of the conditions (a gene name per perturbed cell).
+    /// Training epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Learning rate (default: the family's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+/// Arguments of `sclm finetune perturbation`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PerturbationArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// obs column of the conditions (GEARS names `A+ctrl`, `A+B`, `ctrl`, or bare gene names).
     #[arg(long, default_value = "perturbation")]
     pub perturbation_key: String,
-    /// Perturbation: the condition of control cells.
-    #[arg(long, default_value = "control")]
-    pub control: String,
-    /// Write metrics (CellPLM and the baseline) as JSON here.
+    /// The control condition (default: `ctrl` when present, else `control`).
     #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Annotation: save the fine-tuned classifier here (for `sclm predict`).
+    pub control: Option<String>,
+    /// Fraction of the conditions held out for testing (unseen in training).
+    #[arg(long, default_value_t = 0.25)]
+    pub test_frac: f64,
+    /// Fraction of the other conditions used for validation (scored and reported).
+    #[arg(long, default_value_t = 0.1)]
+    pub valid_frac: f64,
+    /// Training epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Learning rate (default: the family's; CellPLM 1e-3).
     #[arg(long)]
-    pub save_model: Option<PathBuf>,
-    /// Annotation: run directory for log.jsonl, a checkpoint after every epoch and the best
-    /// model so far.
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Annotation: continue the interrupted run in --run-dir (same data, model and options);
-    /// it ends where an uninterrupted run would.
-    #[arg(long, requires = "run_dir")]
-    pub resume: bool,
+    pub lr: Option<f64>,
 }
 
 struct Bar(indicatif::ProgressBar, Option<f64>);
 impl Progress for Bar {
     fn on_step(&mut self, _b: usize, _n: usize, r: &StepReport) {
-        self.0.set_message(format!("loss {:.3} best F1 {:.3}", r.loss, self.1.unwrap_or(0.0)));
+        match self.1 {
+            Some(best) => self.0.set_message(format!("loss {:.3} best {:.3}", r.loss, best)),
+            None => self.0.set_message(format!("epoch {} loss {:.3}", r.epoch + 1, r.loss)),
+        }
     }
     fn on_epoch(&mut self, r: &EpochReport) {
         self.0.set_position(r.epoch as u64 + 1); // a resumed run starts past zero
-        if r.is_best {
+        if r.is_best && r.valid_metric.is_some() {
             self.1 = r.valid_metric;
         }
     }
@@ -155,639 +234,322 @@ pub fn model_input(a: &AnnData, use_raw: bool, log1p_input: bool, file: &str) ->
     Ok(out)
 }
 
-pub fn run(g: &Global, a: Args) -> Result<()> {
-    if !matches!(a.task, Task::Annotation) && (a.run_dir.is_some() || a.resume) {
-        bail!("--run-dir and --resume apply to annotation only (the other tasks are evaluation protocols)");
-    }
-    match a.task {
-        Task::Annotation => annotation(g, a),
-        Task::Denoising => denoising(g, a),
-        Task::SpatialImputation => spatial_imputation(g, a),
-        Task::Perturbation => perturbation(g, a),
+/// The input of a task, read and prepared, with the model.
+struct Loaded {
+    file: String,
+    adata: AnnData,
+    input: AnnData,
+    model: Option<Box<dyn CellModel>>,
+}
+
+impl Loaded {
+    fn choice(&self) -> ModelChoice<'_> {
+        match &self.model {
+            Some(m) => ModelChoice::Given(m.as_ref()),
+            None => ModelChoice::Fresh(&sclm_cellplm::FAMILY),
+        }
     }
 }
 
-fn annotation(g: &Global, a: Args) -> Result<()> {
-    let file = a.data.display().to_string();
-    let Some(label_key) = a.label_key.clone() else {
-        bail!("annotation needs --label-key (the obs column of cell types)")
-    };
-    let Some(output) = a.output.clone() else { bail!("annotation needs -o/--output (the annotated .h5ad)") };
-    let (adata, report) = sclm_io::read_any(&a.data)?;
-    crate::progress::warn_read(g.quiet, &a.data, &report);
-    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
-    let labels = adata.obs_column(&label_key).with_context(|| file.clone())?.to_labels();
-    // Classes and their sizes: every class needs a training, a validation and a test cell.
-    let mut classes: Vec<String> = labels.iter().filter(|l| !l.is_empty()).cloned().collect();
-    classes.sort();
-    classes.dedup();
-    for c in &classes {
-        let n = labels.iter().filter(|l| *l == c).count();
-        if n < 3 {
-            bail!(
-                "{file}: class '{c}' of obs['{}'] has {n} cell(s); fine-tuning needs at least 3 per class \
-                 (training, validation, test) — drop or merge it",
-                label_key
-            );
+fn load(g: &Global, c: &Common) -> Result<Loaded> {
+    let file = c.input.display().to_string();
+    let (adata, report) = sclm_io::read_any(&c.input)?;
+    crate::progress::warn_read(g.quiet, &c.input, &report);
+    let input = model_input(&adata, c.use_raw, c.log1p_input, &file)?;
+    if let Some(l) = &c.layer {
+        if !input.layers.contains_key(l) {
+            bail!("{file}: no layer named '{l}'{}", sclm_data::available_hint(input.layers.keys().map(|s| s.as_str())));
         }
     }
-    if classes.len() < 2 {
-        bail!("{file}: obs['{}'] has {} class(es); annotation needs at least 2", label_key, classes.len());
-    }
-    let codes: Vec<Option<usize>> = labels.iter().map(|l| classes.binary_search(l).ok()).collect();
-    let split = sclm_eval::protocols::stratified_split(&labels, a.valid_frac, a.test_frac, g.seed)?;
+    let model = match &c.model {
+        Some(dir) => Some(crate::load_model(dir, &g.device()?)?),
+        None => None,
+    };
+    Ok(Loaded { file, adata, input, model })
+}
 
-    // Model and its vocabulary.
-    let device = g.device()?.autodiff();
-    sclm_nn::seed_everything(g.seed, &device);
-    let allow = a.allow_non_integer || a.log1p_input;
-    let cfg = FinetuneConfig { lr: a.lr, epochs: a.epochs, seed: g.seed, ..Default::default() };
-    let (model, data_for_model) = match &a.model {
-        Some(dir) => {
-            // A pretrained model gets the published fine-tuning model.
-            let (plm, _) = CellPlm::load_dir(dir, &device)?;
-            let (model, left_out) = CellPlmClassifier::for_finetuning(&plm, classes.len(), cfg.dropout)?;
-            if left_out.iter().any(|t| t.starts_with("latent.")) {
-                crate::progress::note(
-                    g.quiet,
-                    format!(
-                        "the pretrained {:?} latent is replaced by a fresh linear one, as in the published pipeline",
-                        plm.config().latent_mod
-                    ),
-                );
-            }
-            (model, input.clone())
-        }
-        None => {
-            // Fresh small model over the most variable genes (seurat flavour on log-normalised
-            // values). Not part of the published method: it keeps its own configuration, with
-            // the dropout before the head only.
-            let ln = baselines::log_normalize(&input.x)?;
-            let (_, genes) = baselines::pca_embedding(&ln, 2, Some(a.n_top_genes), g.seed)?;
-            let sub = input.select_vars(&genes);
-            let config = CellPlmConfig::small(sub.var.index.clone());
-            (CellPlmClassifier::new(CellPlm::new(&config, &device)?, classes.len(), cfg.dropout), sub)
-        }
-    };
-    let opts = CorpusOptions {
-        group_key: a.group_key.clone(),
-        max_cells_per_group: 70_000,
-        seed: g.seed,
-        allow_non_integer: allow,
+fn embed_options(c: &Common) -> EmbedOptions {
+    EmbedOptions {
+        group_key: c.group_key.clone(),
+        layer: c.layer.clone(),
+        pieces: PieceOptions { allow_non_integer: c.allow_non_integer || c.log1p_input, ..Default::default() },
         ..Default::default()
+    }
+}
+
+fn reconstruct_options(c: &Common) -> ReconstructOptions {
+    ReconstructOptions {
+        group_key: c.group_key.clone(),
+        layer: c.layer.clone(),
+        allow_non_integer: c.allow_non_integer || c.log1p_input,
+        ..Default::default()
+    }
+}
+
+/// Prints reports as a table (a row per method, a column per metric) and notes.
+fn print_reports(reports: &[MetricsReport]) {
+    let mut names: Vec<&str> = Vec::new();
+    for r in reports {
+        for m in &r.metrics {
+            if !names.contains(&m.name.as_str()) {
+                names.push(&m.name);
+            }
+        }
+    }
+    let w = reports.iter().map(|r| r.method.len()).max().unwrap_or(6).max(6);
+    print!("{:<w$}", "method");
+    for n in &names {
+        print!(" {:>16}", n);
+    }
+    println!();
+    for r in reports {
+        print!("{:<w$}", r.method);
+        for n in &names {
+            let v = r.get(n).map_or("-".to_string(), |v| format!("{v:.4}"));
+            print!(" {:>16}", v);
+        }
+        println!();
+    }
+}
+
+fn write_json(path: &Option<PathBuf>, reports: &[MetricsReport]) -> Result<()> {
+    if let Some(p) = path {
+        crate::output::write_atomic(p, serde_json::to_string_pretty(reports)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn notes(g: &Global, file: &str, notes: &[String]) {
+    for n in notes {
+        crate::progress::note(g.quiet, format!("{file}: {n}"));
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    match a.task {
+        Task::Annotation(t) => annotation(g, t),
+        Task::Denoising(t) => denoising(g, t),
+        Task::SpatialImputation(t) => spatial_imputation(g, t),
+        Task::Perturbation(t) => perturbation(g, t),
+    }
+}
+
+fn annotation(g: &Global, a: AnnotationArgs) -> Result<()> {
+    let l = load(g, &a.common)?;
+    let opts = sclm_tasks::AnnotationOptions {
+        label_key: a.label_key.clone(),
+        valid_frac: a.valid_frac,
+        test_frac: a.test_frac,
+        min_cells_per_class: a.min_cells_per_class,
+        recipe: FinetuneRecipe { lr: a.lr, epochs: a.epochs, seed: g.seed, ..Default::default() },
+        run: RunOptions { run_dir: a.run_dir.clone(), resume: a.resume },
+        embed: embed_options(&a.common),
+        baseline: sclm_tasks::PcaFit { n_top_genes: a.n_top_genes, seed: g.seed, ..Default::default() },
+        fresh_genes: a.n_top_genes,
+        seed: g.seed,
     };
-    let named = vec![(file.clone(), &data_for_model)];
-    let genes = model.plm.genes().to_vec();
-    let corpus = Corpus::build(&named, &genes, &opts, &cfg.masking, false, false).with_context(|| file.clone())?;
-    crate::progress::note(
-        g.quiet,
-        format!(
-            "{file}: {} of {} genes in the model vocabulary; {} classes; {} train / {} valid / {} test cells",
-            corpus.matched[0].0,
-            corpus.matched[0].1,
-            classes.len(),
-            split.train.len(),
-            split.valid.len(),
-            split.test.len()
-        ),
-    );
-    let mk = |rows: &[usize]| -> Vec<LabeledGroup> {
-        labels_for(&corpus, &codes, rows)
-            .into_iter()
-            .zip(&corpus.groups)
-            .map(|(labels, group)| LabeledGroup { group: group.clone(), labels })
-            .collect()
-    };
-    let (train, valid) = (mk(&split.train), mk(&split.valid));
+    let device = g.device()?.autodiff();
     let t0 = Instant::now();
     let mut bar = Bar(crate::progress::bar(a.epochs as u64, "finetune", "epochs", g.quiet), None);
-    let (mut best, summary) =
-        finetune_annotation(model, &train, &valid, &cfg, a.run_dir.as_deref(), a.resume, &mut bar)?;
+    let out = sclm_tasks::annotation(l.choice(), &l.input, &opts, &device, &mut bar).with_context(|| l.file.clone())?;
     bar.0.finish_and_clear();
+    notes(g, &l.file, &out.notes);
     crate::progress::note(
         g.quiet,
         format!(
-            "fine-tuned {} epochs in {:.0} s (best validation macro-F1 {:.4} at epoch {})",
-            summary.epochs,
-            t0.elapsed().as_secs_f64(),
-            summary.best.map_or(f64::NAN, |b| b.0),
-            summary.best.map_or(0, |b| b.1 + 1)
+            "{}: {} classes; {} train / {} valid / {} test cells; fine-tuned {} epochs in {:.0} s",
+            l.file,
+            out.labels.classes.len(),
+            out.split.train.len(),
+            out.split.valid.len(),
+            out.split.test.len(),
+            out.summary.epochs,
+            t0.elapsed().as_secs_f64()
         ),
     );
-
-    // Predictions for every cell, scores on the test cells.
-    let (pred, prob) = predict_cells(&best, &corpus, &classes, adata.n_obs())?;
-    let yt: Vec<String> = split.test.iter().map(|&i| labels[i].clone()).collect();
-    let yp: Vec<String> = split.test.iter().map(|&i| pred[i].clone()).collect();
-    let r = sclm_eval::metrics::class_report(&yt, &yp)?;
-    let mut rep = MetricsReport::new("cell-type annotation", "CellPLM fine-tuned", split.test.len());
-    rep.push("accuracy", r.accuracy);
-    rep.push("macro_F1", r.macro_f1);
-    rep.push("weighted_F1", r.weighted_f1);
-    rep.push("macro_precision", r.macro_precision);
-    rep.push("macro_recall", r.macro_recall);
-    rep.note("epochs", summary.epochs);
-    rep.note("model", a.model.as_ref().map_or("fresh small".to_string(), |p| p.display().to_string()));
-    // Baseline: logistic regression on PCA-50 of log-normalised HVGs, same split.
-    let ln = if a.log1p_input {
-        model_input(&adata, a.use_raw, false, &file)?.x
-    } else {
-        baselines::log_normalize(&input.x)?
-    };
-    let (pca, _) = baselines::pca_embedding(&ln, 50.min(adata.n_obs() - 1), Some(a.n_top_genes), g.seed)?;
-    let base = baselines::annotation_baseline(&pca, &labels, &split, "logreg on PCA-50", &LogRegOptions::default())?;
-    println!("{:<18} {:>20} {:>20}", "metric (test)", "CellPLM fine-tuned", "logreg on PCA-50");
-    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    for m in &rep.metrics {
-        let b = base.metrics.iter().find(|b| b.name == m.name).and_then(|b| b.value);
-        println!("{:<18} {:>20} {:>20}", m.name, fmt(m.value), fmt(b));
-    }
-    if let Some(p) = &a.json {
-        crate::output::write_atomic(p, serde_json::to_string_pretty(&vec![&rep, &base])?.as_bytes())?;
-    }
-    let mut out = adata;
-    let mut split_col = vec![String::from("train"); out.n_obs()];
-    for &i in &split.valid {
-        split_col[i] = "valid".into();
-    }
-    for &i in &split.test {
-        split_col[i] = "test".into();
-    }
+    print_reports(&out.reports);
+    write_json(&a.common.json, &out.reports)?;
     if let Some(dir) = &a.save_model {
-        let pre = sclm_cellplm::Preprocessing {
-            gene_id: "var_index".into(),
-            group_key: a.group_key.clone().unwrap_or_default(),
-            ..Default::default()
-        };
-        best.save_dir(dir, &classes, &pre)?;
+        out.classifier.save(dir)?;
         crate::progress::note(g.quiet, format!("saved the classifier to {}", dir.display()));
     }
-    out.obs.insert(format!("{}_cellplm", label_key), Column::Str(pred))?;
-    out.obs.insert(format!("{}_cellplm_prob", label_key), Column::F32(prob))?;
-    out.obs.insert("cellplm_split", Column::Str(split_col))?;
-    sclm_io::write_h5ad(&out, &output, &Default::default())?;
-    crate::progress::note(g.quiet, format!("wrote {}", output.display()));
+    let key = a.key_added.clone().unwrap_or_else(|| format!("{}_{}", a.label_key, l.choice().family()));
+    let mut adata = l.adata;
+    sclm_tasks::annotation::write_obs(&mut adata, &out, &key)?;
+    sclm_io::write_h5ad(&adata, &a.output, &Default::default())?;
+    crate::progress::note(g.quiet, format!("wrote {} (obs['{key}'], '{key}_prob', '{key}_split')", a.output.display()));
     Ok(())
 }
 
-fn denoising(g: &Global, a: Args) -> Result<()> {
-    use sclm_eval::protocols::{masked_entry_scores, simulate_dropout, DropoutOptions};
-    let file = a.data.display().to_string();
-    let (adata, report) = sclm_io::read_any(&a.data)?;
-    crate::progress::warn_read(g.quiet, &a.data, &report);
-    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
-    sclm_io::check_counts(&input, &file)?;
-    // Genes: the most variable ones (both methods are scored on the same genes).
-    let ln_all = baselines::log_normalize(&input.x)?;
-    let (_, genes) = baselines::pca_embedding(&ln_all, 2, Some(a.n_top_genes), g.seed)?;
-    let mut sub = input.select_vars(&genes);
-    let cells: Vec<usize> = (0..sub.n_obs()).filter(|&r| sub.x.to_csr().row(r).0.len() >= 5).collect();
-    if cells.len() < 10 {
-        bail!("{file}: fewer than 10 cells express 5 of the {} selected genes", genes.len());
-    }
-    sub = sub.select_obs(&cells);
-    let counts = sub.x.to_csr();
-    let (masked, mask) = simulate_dropout(&counts, &DropoutOptions { seed: g.seed, ..Default::default() })?;
-    let truth = baselines::log_normalize(&Matrix::Csr(counts.clone()))?;
-    let masked_m = Matrix::Csr(masked.clone());
-    let input_ln = baselines::log_normalize(&masked_m)?;
-    let dense_in = input_ln.to_dense();
-    let mut reports = Vec::new();
-    let score = |name: &str, pred: &sclm_data::Dense<f32>| -> Result<MetricsReport> {
-        let s = masked_entry_scores(&truth, pred, &mask)?;
-        let mut r = MetricsReport::new("denoising (10% of non-zero counts hidden)", name, sub.n_obs());
-        r.push("RMSE", s.rmse);
-        r.push("MAE", s.mae);
-        r.push("pearson", s.pearson);
-        r.note("masked_entries", mask.len());
-        Ok(r)
+fn denoising(g: &Global, a: DenoisingArgs) -> Result<()> {
+    let l = load(g, &a.common)?;
+    let opts = sclm_tasks::DenoisingOptions {
+        n_top_genes: a.n_top_genes,
+        dropout: sclm_eval::protocols::DropoutOptions { rate: a.hide_frac, ..Default::default() },
+        pretrain_epochs: a.pretrain_epochs,
+        finetune_epochs: a.epochs,
+        lr: a.lr,
+        cells: reconstruct_options(&a.common),
+        seed: g.seed,
     };
-    reports.push(score("no denoising", &dense_in)?);
-    let (emb, _) = baselines::pca_embedding(&input_ln, 30.min(sub.n_obs() - 1), None, g.seed)?;
-    let knn_pred = baselines::diffusion_denoise(&dense_in, &emb, &Default::default())?;
-    reports.push(score("kNN diffusion", &knn_pred)?);
-    let mut out = sub.clone();
-    out.layers.insert("counts_hidden".into(), Matrix::Csr(masked.clone()));
-    out.layers.insert("knn_denoised".into(), Matrix::Dense(knn_pred));
-
-    // CellPLM: pretrain on the data with the hidden entries, predict, fine-tune, predict.
-    let mut masked_ad = sub.clone();
-    masked_ad.x = masked_m;
-    let named = vec![(file.clone(), &masked_ad)];
-    let mut config = CellPlmConfig::small(masked_ad.var.index.clone());
-    let opts = CorpusOptions { group_key: a.group_key.clone(), seed: g.seed, ..Default::default() };
-    let pre_cfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), seed: g.seed, ..Default::default() };
-    let corpus = Corpus::build(&named, &config.gene_list, &opts, &pre_cfg.masking, true, false)?;
-    config.batch_num = corpus.batch_labels.len();
     let device = g.device()?.autodiff();
-    let t0 = Instant::now();
-    let mut zs = pretrain_fresh(g, &config, &corpus, &pre_cfg, &device, "pretraining on the data with hidden entries")?;
-    // The truth is normalised to the median library (scanpy's default); predictions likewise,
-    // with the median library of the observed (masked) counts.
-    let target = median_library(&masked);
-    let to_lognorm = |fr: sclm_data::Dense<f32>| -> sclm_data::Dense<f32> {
-        let mut d = fr;
-        d.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
-        d
-    };
-    let zs_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&zs, &corpus, 0, sub.n_obs(), false)?);
-    let mut r = score("CellPLM zero-shot (pretrained here)", &zs_pred)?;
-    out.layers.insert("cellplm_denoised".into(), Matrix::Dense(zs_pred.clone()));
-    r.note("pretrain_epochs", pre_cfg.epochs);
-    r.note("seconds", format!("{:.0}", t0.elapsed().as_secs_f64()));
-    reports.push(r);
-    if a.epochs > 0 {
-        let tmp = tempfile::tempdir()?;
-        zs.save_dir(tmp.path().join("m"))?;
-        let (m, _) = CellPlm::load_dir(tmp.path().join("m"), &device)?;
-        // Published imputation fine-tuning: lr 5e-4, wd 1e-6, mask 95 % of cells x 25 % of genes.
-        let ft_mask = sclm_cellplm::MaskConfig { mask_node_rate: 0.95, mask_feature_rate: 0.25, ..pre_cfg.masking };
-        let corpus_ft = Corpus::build(&named, &config.gene_list, &opts, &ft_mask, true, false)?;
-        let ft_cfg = sclm_cellplm::PretrainConfig {
-            masking: ft_mask,
-            epochs: a.epochs,
-            lr: 5e-4,
-            weight_decay: 1e-6,
-            warmup_steps: 0,
-            seed: g.seed.wrapping_add(1),
-            ..Default::default()
-        };
-        let t1 = Instant::now();
-        let pb = crate::progress::spinner("fine-tuning (imputation recipe)", g.quiet);
-        let (ft, _) = sclm_cellplm::pretrain(m, &corpus_ft, &ft_cfg, None, false, &mut sclm_nn::train::NoProgress)?;
-        pb.finish_and_clear();
-        let ft_pred = to_lognorm(sclm_cellplm::pretrain::expected_fractions(&ft, &corpus_ft, 0, sub.n_obs(), false)?);
-        let mut r = score("CellPLM fine-tuned", &ft_pred)?;
-        out.layers.insert("cellplm_finetuned_denoised".into(), Matrix::Dense(ft_pred.clone()));
-        r.note("finetune_epochs", a.epochs);
-        r.note("seconds", format!("{:.0}", t1.elapsed().as_secs_f64()));
-        reports.push(r);
-    }
-    println!("{file}: {} cells x {} genes, {} hidden entries", sub.n_obs(), sub.n_vars(), mask.len());
-    println!("{:<38} {:>8} {:>8} {:>8}", "method", "RMSE", "MAE", "pearson");
-    let fmt = |r: &MetricsReport, k: &str| {
-        r.metrics.iter().find(|m| m.name == k).and_then(|m| m.value).map_or("-".to_string(), |v| format!("{v:.4}"))
-    };
-    for r in &reports {
-        println!("{:<38} {:>8} {:>8} {:>8}", r.method, fmt(r, "RMSE"), fmt(r, "MAE"), fmt(r, "pearson"));
-    }
+    let pb = crate::progress::spinner("denoising", g.quiet);
+    let mut stage = |s: &str| pb.set_message(s.to_string());
+    let out = sclm_tasks::denoising(l.choice(), &l.input, &opts, &device, &mut stage, &mut NoProgress)
+        .with_context(|| l.file.clone())?;
+    pb.finish_and_clear();
+    notes(g, &l.file, &out.notes);
+    println!("{}: {} cells x {} genes, {} hidden entries", l.file, out.data.n_obs(), out.data.n_vars(), out.n_hidden);
+    print_reports(&out.reports);
+    write_json(&a.common.json, &out.reports)?;
     if let Some(p) = &a.output {
-        // The evaluated cells and genes: counts (X), the counts with entries hidden, and the
-        // log-normalised predictions of each method.
-        sclm_io::write_h5ad(&out, p, &Default::default())?;
-        crate::progress::note(
-            g.quiet,
-            format!("wrote {} (layers: {})", p.display(), out.layers.keys().cloned().collect::<Vec<_>>().join(", ")),
-        );
-    }
-    if let Some(p) = &a.json {
-        crate::output::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+        sclm_io::write_h5ad(&out.data, p, &Default::default())?;
+        let layers = out.data.layers.keys().cloned().collect::<Vec<_>>().join(", ");
+        crate::progress::note(g.quiet, format!("wrote {} (layers: {layers})", p.display()));
     }
     Ok(())
 }
 
-/// Puts the spot coordinates into obsm['spatial'] (from obs columns or an obsm key); a clear
-/// error when there are none.
-fn with_coordinates(
-    mut a: AnnData,
-    file: &str,
-    spatial_key: Option<&str>,
-    coords_obs: Option<&str>,
-) -> Result<AnnData> {
-    let coords: Vec<[f64; 2]> = match (coords_obs, spatial_key) {
-        (Some(cols), _) => {
-            let parts: Vec<&str> = cols.split(',').map(str::trim).collect();
-            if parts.len() != 2 {
-                bail!("--coords-obs wants two obs columns separated by a comma, got '{cols}'");
-            }
-            let col = |k: &str| -> Result<Vec<f64>> {
-                let labels = a.obs_column(k).with_context(|| file.to_string())?.to_labels();
-                labels
-                    .iter()
-                    .map(|v| v.parse::<f64>().with_context(|| format!("{file}: obs['{k}'] holds '{v}', not a coordinate")))
-                    .collect()
-            };
-            let (x, y) = (col(parts[0])?, col(parts[1])?);
-            x.into_iter().zip(y).map(|(x, y)| [x, y]).collect()
-        }
-        (None, Some(k)) => {
-            let m = a.obsm_get(k).with_context(|| format!("{file}: the spatial model needs coordinates"))?.to_f32();
-            if m.ncols < 2 {
-                bail!("{file}: obsm['{k}'] has {} column(s), coordinates need 2", m.ncols);
-            }
-            (0..m.nrows).map(|r| [m.get(r, 0) as f64, m.get(r, 1) as f64]).collect()
-        }
-        (None, None) => match a.obsm.get("spatial") {
-            Some(m) => {
-                let m = m.to_f32();
-                (0..m.nrows).map(|r| [m.get(r, 0) as f64, m.get(r, 1) as f64]).collect()
-            }
-            None => bail!(
-                "{file}: spatial imputation needs spot coordinates: give --coords-obs ROW,COL (obs columns) or --spatial-key KEY (obsm); the file has no obsm['spatial']"
-            ),
-        },
+/// Puts the spot coordinates of two obs columns into obsm['spatial'].
+fn coords_from_obs(mut a: AnnData, file: &str, cols: &str) -> Result<AnnData> {
+    let parts: Vec<&str> = cols.split(',').map(str::trim).collect();
+    if parts.len() != 2 {
+        bail!("--coords-obs wants two obs columns separated by a comma, got '{cols}'");
+    }
+    let col = |k: &str| -> Result<Vec<f32>> {
+        let labels = a.obs_column(k).with_context(|| file.to_string())?.to_labels();
+        labels
+            .iter()
+            .map(|v| v.parse::<f32>().with_context(|| format!("{file}: obs['{k}'] holds '{v}', not a coordinate")))
+            .collect()
     };
-    let mut d = sclm_data::Dense::zeros(coords.len(), 2);
-    for (r, c) in coords.iter().enumerate() {
-        d.data[2 * r] = c[0] as f32;
-        d.data[2 * r + 1] = c[1] as f32;
+    let (x, y) = (col(parts[0])?, col(parts[1])?);
+    let mut d = sclm_data::Dense::zeros(x.len(), 2);
+    for (r, (x, y)) in x.into_iter().zip(y).enumerate() {
+        d.data[2 * r] = x;
+        d.data[2 * r + 1] = y;
     }
     a.obsm.insert("spatial".into(), sclm_data::Array2::F32(d));
     Ok(a)
 }
 
-/// Mean per-gene Pearson correlation and cosine over the spots (genes `genes` of `truth`
-/// against columns `pred_genes` of `pred`); genes constant on either side are skipped.
-fn per_gene_scores(
-    truth: &sclm_data::Dense<f32>,
-    pred: &sclm_data::Dense<f32>,
-    genes: &[usize],
-    pred_genes: &[usize],
-) -> Result<(f64, f64)> {
-    use sclm_eval::metrics::{cosine, pearson};
-    let n = truth.nrows;
-    let (mut corr, mut cos, mut k) = (0.0, 0.0, 0usize);
-    for (&gt, &gp) in genes.iter().zip(pred_genes) {
-        let t: Vec<f32> = (0..n).map(|i| truth.get(i, gt)).collect();
-        let p: Vec<f32> = (0..n).map(|i| pred.get(i, gp)).collect();
-        let c = pearson(&t, &p)?;
-        if c.is_finite() {
-            corr += c;
-            cos += cosine(&t, &p)?;
-            k += 1;
-        }
+fn spatial_imputation(g: &Global, a: SpatialArgs) -> Result<()> {
+    let l = load(g, &a.common)?;
+    let (input, key) = match &a.coords_obs {
+        Some(cols) => (coords_from_obs(l.input.clone(), &l.file, cols)?, "spatial".to_string()),
+        None => (l.input.clone(), a.spatial_key.clone()),
+    };
+    if !input.obsm.contains_key(&key) {
+        bail!(
+            "{}: spatial imputation needs spot coordinates: no obsm['{key}']{}; give --spatial-key KEY or --coords-obs ROW,COL",
+            l.file,
+            sclm_data::available_hint(input.obsm.keys().map(|s| s.as_str()))
+        );
     }
-    Ok((corr / k.max(1) as f64, cos / k.max(1) as f64))
-}
-
-fn spatial_imputation(g: &Global, a: Args) -> Result<()> {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let file = a.data.display().to_string();
-    let (adata, report) = sclm_io::read_any(&a.data)?;
-    crate::progress::warn_read(g.quiet, &a.data, &report);
-    let spatial = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
-    let spatial = with_coordinates(spatial, &file, a.spatial_key.as_deref(), a.coords_obs.as_deref())?;
-    sclm_io::check_finite(&spatial.x, &file)?;
-    // Genes: the most variable ones of the spatial data; a random share of them is held out.
-    let ln = baselines::log_normalize(&spatial.x)?;
-    let (_, genes) = baselines::pca_embedding(&ln, 2, Some(a.n_top_genes), g.seed)?;
-    let spatial = spatial.select_vars(&genes);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(g.seed ^ 0x51a7);
-    let mut order: Vec<usize> = (0..spatial.n_vars()).collect();
-    order.shuffle(&mut rng);
-    let n_hold = ((spatial.n_vars() as f64 * a.holdout_frac).round() as usize).clamp(1, spatial.n_vars() - 1);
-    let mut held: Vec<usize> = order[..n_hold].to_vec();
-    held.sort_unstable();
-    let (reference, query) = match &a.reference {
+    let reference = match &a.reference {
         Some(p) => {
             let (r, rep) = sclm_io::read_any(p)?;
             crate::progress::warn_read(g.quiet, p, &rep);
-            // The reference must measure the held-out genes (matched by name).
-            let pos: std::collections::HashMap<&str, usize> =
-                r.var.index.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-            let cols: Vec<usize> = spatial.var.index.iter().filter_map(|n| pos.get(n.as_str()).copied()).collect();
-            if cols.len() < spatial.n_vars() {
-                bail!(
-                    "{}: the reference lacks {} of the {} selected genes of {file}",
-                    p.display(),
-                    spatial.n_vars() - cols.len(),
-                    spatial.n_vars()
-                );
-            }
-            (r.select_vars(&cols), spatial.clone())
+            Some(model_input(&r, a.common.use_raw, a.common.log1p_input, &p.display().to_string())?)
         }
-        None => {
-            let mut spots: Vec<usize> = (0..spatial.n_obs()).collect();
-            spots.shuffle(&mut rng);
-            let half = spatial.n_obs() / 2;
-            let (mut r, mut q) = (spots[..half].to_vec(), spots[half..].to_vec());
-            r.sort_unstable();
-            q.sort_unstable();
-            (spatial.select_obs(&r), spatial.select_obs(&q))
-        }
+        None => None,
     };
-    let keep: Vec<usize> = (0..query.n_vars()).filter(|j| held.binary_search(j).is_err()).collect();
-    let query_in = query.select_vars(&keep);
-    let truth = baselines::log_normalize(&query.x)?.to_dense();
-
-    // Baseline: kNN regression from the reference on PCA of the shared genes.
-    let ref_ln = baselines::log_normalize(&reference.x)?;
-    let qin_ln = baselines::log_normalize(&query_in.x)?;
-    let ref_shared = ref_ln.to_dense().select_cols(&keep);
-    let qin_dense = qin_ln.to_dense();
-    let mut joint = sclm_data::Dense::zeros(ref_shared.nrows + qin_dense.nrows, ref_shared.ncols);
-    joint.data[..ref_shared.data.len()].copy_from_slice(&ref_shared.data);
-    joint.data[ref_shared.data.len()..].copy_from_slice(&qin_dense.data);
-    let (pcs, _) = baselines::pca_embedding(&Matrix::Dense(joint), 30.min(reference.n_obs() - 1), None, g.seed)?;
-    let nr = reference.n_obs();
-    let ref_pcs = pcs.select_rows(&(0..nr).collect::<Vec<_>>());
-    let q_pcs = pcs.select_rows(&(nr..pcs.nrows).collect::<Vec<_>>());
-    let k = 15.min(nr);
-    let graph = sclm_eval::neighbors::knn_query(&ref_pcs, &q_pcs, k)?;
-    let ref_dense = ref_ln.to_dense();
-    let mut knn_pred = sclm_data::Dense::zeros(query.n_obs(), query.n_vars());
-    for i in 0..query.n_obs() {
-        for &r in &graph.indices[i * k..(i + 1) * k] {
-            for &j in &held {
-                knn_pred.data[i * query.n_vars() + j] += ref_dense.get(r as usize, j) / k as f32;
-            }
-        }
-    }
-    let (kc, kcos) = per_gene_scores(&truth, &knn_pred, &held, &held)?;
-
-    // CellPLM: train on the reference (every gene) and the spatial query (held-out genes absent).
-    let named = vec![("reference".to_string(), &reference), ("spatial".to_string(), &query_in)];
-    let vocab = sclm_cellplm::union_vocabulary(&named);
-    let mut config = CellPlmConfig::small(vocab.clone());
-    let opts =
-        CorpusOptions { group_key: a.group_key.clone(), seed: g.seed, allow_non_integer: true, ..Default::default() };
-    let cfg = sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), seed: g.seed, ..Default::default() };
-    let corpus = Corpus::build(&named, &vocab, &opts, &cfg.masking, true, true)?;
-    config.batch_num = corpus.batch_labels.len();
-    config.dataset_num = 2;
+    let opts = sclm_tasks::SpatialOptions {
+        spatial_key: key,
+        n_top_genes: a.n_top_genes,
+        holdout_frac: a.holdout_frac,
+        epochs: a.epochs,
+        lr: a.lr,
+        cells: ReconstructOptions { allow_non_integer: true, ..reconstruct_options(&a.common) },
+        seed: g.seed,
+    };
     let device = g.device()?.autodiff();
     let t0 = Instant::now();
-    let m = pretrain_fresh(g, &config, &corpus, &cfg, &device, "training on reference + spatial data")?;
-    let fr = sclm_cellplm::pretrain::expected_fractions(&m, &corpus, 1, query.n_obs(), true)?;
-    let vpos: std::collections::HashMap<&str, usize> = vocab.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-    let pred_cols: Vec<usize> = held.iter().map(|&j| vpos[query.var.index[j].as_str()]).collect();
-    let target = median_library(&query.x.to_csr());
-    let mut pl = fr;
-    pl.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
-    let (cc, ccos) = per_gene_scores(&truth, &pl, &held, &pred_cols)?;
+    let pb = crate::progress::spinner("spatial imputation", g.quiet);
+    let mut stage = |s: &str| pb.set_message(s.to_string());
+    let out = sclm_tasks::spatial_imputation(l.choice(), &input, reference.as_ref(), &opts, &device, &mut stage, &mut NoProgress)
+        .with_context(|| l.file.clone())?;
+    pb.finish_and_clear();
+    notes(g, &l.file, &out.notes);
+    let [q, r, ng, h, s] = out.sizes;
     println!(
-        "{file}: {} query spots, {} reference cells, {} genes of which {} held out; CellPLM trained {} epochs in {:.0} s",
-        query.n_obs(),
-        reference.n_obs(),
-        query.n_vars(),
-        held.len(),
-        cfg.epochs,
+        "{}: {q} query spots, {r} reference cells, {ng} genes of which {h} held out ({s} scored); trained {} epochs in {:.0} s",
+        l.file,
+        a.epochs.max(1),
         t0.elapsed().as_secs_f64()
     );
-    println!("{:<34} {:>10} {:>10}", "method (held-out genes)", "mean corr", "mean cos");
-    println!("{:<34} {:>10.4} {:>10.4}", "kNN regression from reference", kc, kcos);
-    println!("{:<34} {:>10.4} {:>10.4}", "CellPLM (reference + spatial)", cc, ccos);
-    let mut reps = Vec::new();
-    for (name, c, s) in [("kNN regression from reference", kc, kcos), ("CellPLM", cc, ccos)] {
-        let mut r = MetricsReport::new("spatial imputation", name, query.n_obs());
-        r.push("mean_gene_corr", c);
-        r.push("mean_gene_cosine", s);
-        r.note("held_out_genes", held.len());
-        reps.push(r);
-    }
+    print_reports(&out.reports);
+    write_json(&a.common.json, &out.reports)?;
     if let Some(p) = &a.output {
-        // The query spots over the selected genes: X as measured, layers with the log-normalised
-        // CellPLM prediction of every gene (vocabulary order mapped back) and the kNN baseline;
-        // var['held_out'] marks the genes hidden from the model.
-        let mut out = query.clone();
-        let cols: Vec<usize> = out.var.index.iter().map(|n| vpos[n.as_str()]).collect();
-        out.layers.insert("cellplm_imputed".into(), Matrix::Dense(pl.select_cols(&cols)));
-        out.layers.insert("knn_imputed".into(), Matrix::Dense(knn_pred.clone()));
-        let flag: Vec<bool> = (0..out.n_vars()).map(|j| held.binary_search(&j).is_ok()).collect();
-        out.var.insert("held_out", Column::Bool(flag))?;
-        sclm_io::write_h5ad(&out, p, &Default::default())?;
+        sclm_io::write_h5ad(&out.data, p, &Default::default())?;
         crate::progress::note(g.quiet, format!("wrote {}", p.display()));
-    }
-    if let Some(p) = &a.json {
-        crate::output::write_atomic(p, serde_json::to_string_pretty(&reps)?.as_bytes())?;
     }
     Ok(())
 }
 
-/// Median of the cells' totals (the default target of `normalize_total`).
-fn median_library(x: &sclm_data::CsrMatrix) -> f64 {
-    let mut t: Vec<f64> = (0..x.nrows).map(|r| x.row(r).1.iter().map(|&v| v as f64).sum()).collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    if t.is_empty() {
-        return 1.0;
+fn perturbation(g: &Global, a: PerturbationArgs) -> Result<()> {
+    let l = load(g, &a.common)?;
+    if a.common.group_key.is_some() {
+        bail!("--group-key: perturbation prediction pairs control cells at random; it forms no groups");
     }
-    let m = t.len() / 2;
-    if t.len() % 2 == 1 {
-        t[m]
-    } else {
-        0.5 * (t[m - 1] + t[m])
-    }
-}
-
-fn perturbation(g: &Global, a: Args) -> Result<()> {
-    use sclm_cellplm::perturb::{log_normalized, pairing_batches, predict_mean, PerturbationModel};
-    use std::collections::BTreeMap;
-    let file = a.data.display().to_string();
-    let (adata, report) = sclm_io::read_any(&a.data)?;
-    crate::progress::warn_read(g.quiet, &a.data, &report);
-    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
-    let conds = adata.obs_column(&a.perturbation_key).with_context(|| file.clone())?.to_labels();
-    if !conds.contains(&a.control) {
-        bail!(
-            "{file}: no cell of obs['{}'] is '{}' (the control condition; see --control)",
-            a.perturbation_key,
-            a.control
-        );
-    }
-    let split = sclm_eval::protocols::perturbation_split(&conds, &a.control, 0.25, 0.1, g.seed)?;
-    let genes = input.var.index.clone();
-    let gpos: BTreeMap<&str, u32> = genes.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
-    let gene_of = |c: &str| -> Result<u32> {
-        gpos.get(c).copied().with_context(|| {
-            format!("{file}: condition '{c}' of obs['{}'] is not a gene of the file", a.perturbation_key)
-        })
-    };
-    let mut config = CellPlmConfig::small(genes.clone());
-    config.dec_mod = sclm_cellplm::DecoderKind::Mlp;
-    let opts = CorpusOptions {
-        group_key: None,
-        max_cells_per_group: input.n_obs().max(1),
+    let opts = sclm_tasks::PerturbationOptions {
+        perturbation_key: a.perturbation_key.clone(),
+        control: a.control.clone(),
+        test_frac: a.test_frac,
+        valid_frac: a.valid_frac,
+        epochs: a.epochs,
+        lr: a.lr,
+        allow_non_integer: a.common.allow_non_integer || a.common.log1p_input,
+        layer: a.common.layer.clone(),
         seed: g.seed,
-        allow_non_integer: a.allow_non_integer,
-        ..Default::default()
     };
-    let named = vec![(file.clone(), &input)];
-    let corpus = Corpus::build(&named, &genes, &opts, &Default::default(), false, false)?;
-    let all = &corpus.groups[0];
-    let controls: Vec<usize> = (0..conds.len()).filter(|&i| conds[i] == a.control).collect();
-    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, c) in conds.iter().enumerate() {
-        members.entry(c.as_str()).or_default().push(i);
-    }
-    let mut train_conds: Vec<(Option<u32>, Vec<usize>)> = vec![(None, controls.clone())];
-    for c in &split.train_perturbations {
-        train_conds.push((Some(gene_of(c)?), members[c.as_str()].clone()));
-    }
     let device = g.device()?.autodiff();
-    sclm_nn::seed_everything(g.seed, &device);
-    let profiles = log_normalized(all);
-    let ng = genes.len();
-    let mean_of = |rows: &[usize]| -> Vec<f32> {
-        let mut m = vec![0f64; ng];
-        for &r in rows {
-            for j in 0..ng {
-                m[j] += profiles[r * ng + j] as f64;
-            }
-        }
-        m.into_iter().map(|v| (v / rows.len().max(1) as f64) as f32).collect()
-    };
-    let control_mean = mean_of(&controls);
-    let model = PerturbationModel { plm: CellPlm::new(&config, &device)? }.with_head_at(&control_mean)?;
-    let n_batches = 48;
-    let batches = pairing_batches(all, &controls, &train_conds, n_batches, 128, g.seed)?;
-    let pcfg =
-        sclm_cellplm::PretrainConfig { epochs: a.pretrain_epochs.max(1), lr: 1e-3, seed: g.seed, ..Default::default() };
-    let mut trainer = sclm_nn::train::Trainer::new(model, pcfg.train_config(n_batches));
     let t0 = Instant::now();
-    let pb = crate::progress::spinner("training the perturbation model", g.quiet);
-    trainer.fit(&batches, &[], &mut sclm_nn::train::NoProgress)?;
+    let pb = crate::progress::spinner("perturbation", g.quiet);
+    let mut stage = |s: &str| pb.set_message(s.to_string());
+    let out = sclm_tasks::perturbation(l.choice(), &l.input, &opts, &device, &mut stage, &mut NoProgress)
+        .with_context(|| l.file.clone())?;
     pb.finish_and_clear();
-    let model = sclm_nn::burn::module::Module::valid(&trainer.model);
-    // Truth and predictions per test condition (mean log-normalised profiles).
-    let (mut truth, mut pred, mut nochange) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    for c in &split.test_perturbations {
-        truth.insert(c.clone(), mean_of(&members[c.as_str()]));
-        pred.insert(c.clone(), predict_mean(&model, all, &controls, Some(gene_of(c)?), 256)?);
-        nochange.insert(c.clone(), control_mean.clone());
-    }
-    let (_, m_all, m_de) = sclm_eval::protocols::perturbation_rmse(&truth, &pred, &control_mean, 20)?;
-    let (_, b_all, b_de) = sclm_eval::protocols::perturbation_rmse(&truth, &nochange, &control_mean, 20)?;
+    notes(g, &l.file, &out.notes);
+    let [tr, va, te] = &out.conditions;
     println!(
-        "{file}: {} train / {} valid / {} test (unseen) perturbations, {} control cells; trained {} epochs in {:.0} s",
-        split.train_perturbations.len(),
-        split.valid_perturbations.len(),
-        split.test_perturbations.len(),
-        controls.len(),
-        pcfg.epochs,
+        "{}: {} train / {} valid / {} test (unseen) perturbations, {} control cells; trained {} epochs in {:.0} s",
+        l.file,
+        tr.len(),
+        va.len(),
+        te.len(),
+        out.n_controls,
+        a.epochs.max(1),
         t0.elapsed().as_secs_f64()
     );
-    println!("{:<30} {:>10} {:>12}", "method (test perturbations)", "RMSE all", "RMSE top-20");
-    println!("{:<30} {:>10.4} {:>12.4}", "no change (control mean)", b_all, b_de);
-    println!("{:<30} {:>10.4} {:>12.4}", "CellPLM (-100 marker, MLP)", m_all, m_de);
-    let mut reps = Vec::new();
-    for (name, x, y) in [("no change", b_all, b_de), ("CellPLM", m_all, m_de)] {
-        let mut r = MetricsReport::new("perturbation prediction (unseen)", name, split.cells.test.len());
-        r.push("rmse_all", x);
-        r.push("rmse_top20_de", y);
-        reps.push(r);
+    for part in ["test", "validation"] {
+        let rs: Vec<MetricsReport> = out.reports.iter().filter(|r| r.task.contains(part)).cloned().collect();
+        if !rs.is_empty() {
+            println!("{part} conditions:");
+            print_reports(&rs);
+        }
     }
-    if let Some(p) = &a.json {
-        crate::output::write_atomic(p, serde_json::to_string_pretty(&reps)?.as_bytes())?;
-    }
+    write_json(&a.common.json, &out.reports)?;
     Ok(())
 }
 
 /// Arguments of `sclm predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// Classifier directory written by `sclm finetune annotation --save-model`.
+    /// Input: .h5ad with counts (X or --layer), Cell Ranger .h5 or matrix directory.
+    pub input: PathBuf,
+    /// Classifier directory (`sclm finetune annotation --save-model`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Input .h5ad with counts.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Output .h5ad: the input with obs `<key>` (predicted class) and `<key>_prob`.
+    /// Output .h5ad: the input with obs `<key-added>` (predicted class) and `<key-added>_prob`.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// obs key of the predictions.
-    #[arg(long, default_value = "cellplm_prediction")]
-    pub key: String,
+    /// obs key of the predictions (default `<family>_prediction`).
+    #[arg(long)]
+    pub key_added: Option<String>,
+    /// Layer holding the counts (default: X).
+    #[arg(long, conflicts_with = "use_raw")]
+    pub layer: Option<String>,
     /// Use `raw.X` and `raw.var` instead of X.
     #[arg(long)]
     pub use_raw: bool,
@@ -797,67 +559,31 @@ pub struct PredictArgs {
     /// Accept non-integer values.
     #[arg(long)]
     pub allow_non_integer: bool,
+    /// obs column forming the groups (default: the group key saved with the classifier).
+    #[arg(long)]
+    pub group_key: Option<String>,
 }
 
 pub fn predict(g: &Global, a: PredictArgs) -> Result<()> {
-    let file = a.data.display().to_string();
-    let (model, classes, pre) = CellPlmClassifier::load_dir(&a.model, &g.device()?)?;
-    let (adata, report) = sclm_io::read_any(&a.data)?;
-    crate::progress::warn_read(g.quiet, &a.data, &report);
+    let file = a.input.display().to_string();
+    let model = crate::load_model(&a.model, &g.device()?)?;
+    let (adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
     let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
-    let opts = CorpusOptions {
-        group_key: (!pre.group_key.is_empty()).then(|| pre.group_key.clone()),
-        max_cells_per_group: 70_000,
-        seed: g.seed,
-        allow_non_integer: a.allow_non_integer || a.log1p_input,
+    let opts = EmbedOptions {
+        group_key: a.group_key.clone(),
+        layer: a.layer.clone(),
+        pieces: PieceOptions { allow_non_integer: a.allow_non_integer || a.log1p_input, ..Default::default() },
         ..Default::default()
     };
-    let genes = model.plm.genes().to_vec();
-    let corpus = Corpus::build(&[(file.clone(), &input)], &genes, &opts, &Default::default(), false, false)
-        .with_context(|| file.clone())?;
-    crate::progress::note(g.quiet, format!("{file}: {} of {} model genes present", corpus.matched[0].0, genes.len()));
-    let (pred, prob) = predict_cells(&model, &corpus, &classes, adata.n_obs())?;
+    let (pred, prob, matched) =
+        sclm_model::predict(model.as_ref(), &input, &opts, &mut |_| {}).with_context(|| file.clone())?;
+    crate::progress::note(g.quiet, format!("{file}: {}", matched.report()));
+    let key = a.key_added.clone().unwrap_or_else(|| format!("{}_prediction", model.family()));
     let mut out = adata;
-    out.obs.insert(a.key.clone(), Column::Str(pred))?;
-    out.obs.insert(format!("{}_prob", a.key), Column::F32(prob))?;
+    out.obs.insert(key.clone(), Column::Str(pred))?;
+    out.obs.insert(format!("{key}_prob"), Column::F32(prob))?;
     sclm_io::write_h5ad(&out, &a.output, &Default::default())?;
-    crate::progress::note(g.quiet, format!("wrote {} (obs['{}'])", a.output.display(), a.key));
+    crate::progress::note(g.quiet, format!("wrote {} (obs['{key}'])", a.output.display()));
     Ok(())
-}
-
-/// Class and probability of every cell of `corpus`, in dataset row order.
-fn predict_cells(
-    model: &CellPlmClassifier,
-    corpus: &Corpus,
-    classes: &[String],
-    n_obs: usize,
-) -> Result<(Vec<String>, Vec<f32>)> {
-    let mut pred = vec![String::new(); n_obs];
-    let mut prob = vec![f32::NAN; n_obs];
-    for grp in &corpus.groups {
-        for (i, (c, p)) in model.predict(grp)?.into_iter().enumerate() {
-            pred[grp.cells[i]] = classes[c].clone();
-            prob[grp.cells[i]] = p;
-        }
-    }
-    Ok((pred, prob))
-}
-
-/// A fresh model of `config`, NB head started from the corpus statistics, pretrained on
-/// `corpus` (the model of the denoising and spatial-imputation protocols), with a spinner.
-fn pretrain_fresh(
-    g: &Global,
-    config: &CellPlmConfig,
-    corpus: &Corpus,
-    cfg: &sclm_cellplm::PretrainConfig,
-    device: &sclm_nn::burn::tensor::Device,
-    what: &str,
-) -> Result<CellPlm> {
-    sclm_nn::seed_everything(g.seed, device);
-    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(corpus);
-    let model = CellPlm::new(config, device)?.with_decoder_init(&frac, &theta)?;
-    let pb = crate::progress::spinner(what, g.quiet);
-    let (m, _) = sclm_cellplm::pretrain(model, corpus, cfg, None, false, &mut sclm_nn::train::NoProgress)?;
-    pb.finish_and_clear();
-    Ok(m)
 }

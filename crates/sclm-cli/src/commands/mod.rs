@@ -2,10 +2,11 @@
 
 pub mod baseline;
 pub mod bench;
-pub mod cellplm;
 pub mod demo;
+pub mod embed;
 pub mod evaluate;
 pub mod finetune;
+pub mod import;
 pub mod info;
 pub mod plot;
 pub mod preprocess;

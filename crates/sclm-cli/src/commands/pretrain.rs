@@ -23,16 +23,17 @@ pub struct Args {
     /// Model family.
     #[arg(value_enum)]
     pub family: Family,
-    /// Training data: .h5ad files with raw counts (repeat for several datasets; their gene
-    /// panels may differ: the vocabulary is their union and each is reconstructed on its own genes).
-    #[arg(long, required = true)]
-    pub data: Vec<PathBuf>,
+    /// Training data: .h5ad files (or Cell Ranger outputs) with raw counts, one or more; their
+    /// gene panels may differ: the vocabulary is their union and each is reconstructed on its
+    /// own genes.
+    #[arg(required = true)]
+    pub input: Vec<PathBuf>,
     /// Architecture: `small` (hidden 256, 2 layers; CPU), `85m` (the published 85M) or a JSON config file.
     #[arg(long, default_value = "small")]
     pub config: String,
-    /// Output model directory (config.json, model.safetensors, genes.txt, preprocessing.json).
+    /// Output model directory (model.json, config.json, model.safetensors, genes.txt).
     #[arg(short, long)]
-    pub out: PathBuf,
+    pub output: PathBuf,
     /// Run directory for log.jsonl and the per-epoch checkpoint (default: `<out>.run`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -97,7 +98,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     }
     let mut datasets = Vec::new();
     let mut names = Vec::new();
-    for p in &a.data {
+    for p in &a.input {
         let (ad, report) = sclm_io::read_any(p)?;
         crate::progress::warn_read(g.quiet, p, &report);
         let mut name = dataset_name(p);
@@ -137,8 +138,8 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     };
     let corpus = Corpus::build(&named, &config.gene_list, &opts, &masking, true, named.len() > 1)
         .with_context(|| "building the training data")?;
-    for ((name, _), (m, n)) in named.iter().zip(&corpus.matched) {
-        crate::progress::note(g.quiet, format!("{name}: {m} of {n} genes in the vocabulary"));
+    for r in &corpus.gene_reports {
+        crate::progress::note(g.quiet, r);
     }
     config.batch_num = corpus.batch_labels.len();
     config.dataset_num = if named.len() > 1 { named.len() } else { 0 };
@@ -167,7 +168,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         ..Default::default()
     };
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let mut s = a.out.clone().into_os_string();
+        let mut s = a.output.clone().into_os_string();
         s.push(".run");
         PathBuf::from(s)
     });
@@ -198,7 +199,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         dataset_labels: if named.len() > 1 { corpus.dataset_labels.clone() } else { Vec::new() },
         ..Default::default()
     };
-    trained.save_dir_with(&a.out, &pre)?;
-    crate::progress::note(g.quiet, format!("wrote {} (log and checkpoint in {})", a.out.display(), run_dir.display()));
+    trained.save_dir_with(&a.output, &pre)?;
+    crate::progress::note(g.quiet, format!("wrote {} (log and checkpoint in {})", a.output.display(), run_dir.display()));
     Ok(())
 }
