@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use rand::Rng;
+use sclm_model::{ClassifierHead, ClassifierHeadConfig, FinetuneRecipe, Manifest, ModelKind};
 use sclm_nn::burn;
 use sclm_nn::burn::module::Module;
-use sclm_model::{ClassifierHead, ClassifierHeadConfig, FinetuneRecipe, Manifest, ModelKind};
 use sclm_nn::burn::prelude::*;
 use sclm_nn::burn::tensor::TensorData;
 use sclm_nn::embedding::CsrRows;
@@ -170,7 +170,10 @@ pub struct FinetuneConfig {
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        FinetuneConfig { recipe: FinetuneRecipe::default(), masking: MaskConfig { max_cells: 70_000, ..MaskConfig::default() } }
+        FinetuneConfig {
+            recipe: FinetuneRecipe::default(),
+            masking: MaskConfig { max_cells: 70_000, ..MaskConfig::default() },
+        }
     }
 }
 
@@ -207,7 +210,11 @@ impl CellPlmClassifier {
     /// with the class names in output order.
     pub fn save_dir(&mut self, dir: impl AsRef<Path>, classes: &[String], pre: &crate::Preprocessing) -> Result<()> {
         if classes.len() != self.head.n_classes() {
-            return Err(CellPlmError::Input(format!("{} class names for a head of {}", classes.len(), self.head.n_classes())));
+            return Err(CellPlmError::Input(format!(
+                "{} class names for a head of {}",
+                classes.len(),
+                self.head.n_classes()
+            )));
         }
         let mut manifest = Manifest::new(crate::family::NAME, ModelKind::Classifier, pre.clone());
         manifest.classes = classes.to_vec();
@@ -217,7 +224,10 @@ impl CellPlmClassifier {
             let mut sd = sclm_weights::StateDict::new();
             let k = self.head.n_classes();
             let d = self.head.d_input();
-            sd.insert("head.weight".into(), sclm_weights::TensorData::from_f32(vec![k, d], w).map_err(CellPlmError::from)?);
+            sd.insert(
+                "head.weight".into(),
+                sclm_weights::TensorData::from_f32(vec![k, d], w).map_err(CellPlmError::from)?,
+            );
             sd.insert("head.bias".into(), sclm_weights::TensorData::from_f32(vec![k], b).map_err(CellPlmError::from)?);
             sclm_weights::write_safetensors(tmp.join("head.safetensors"), &sd, None).map_err(CellPlmError::from)?;
             Ok(())

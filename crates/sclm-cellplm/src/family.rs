@@ -18,7 +18,9 @@ use crate::annotate::{finetune_annotation, CellPlmClassifier, FinetuneConfig, La
 use crate::error::Result;
 use crate::inference::CellPlmInference;
 use crate::perturb::{log_normalized, pairing_batches, predict_mean, PerturbationModel};
-use crate::pretrain::{corpus_gene_stats, expected_fractions, labels_for, Corpus, CorpusOptions, MaskConfig, PretrainConfig};
+use crate::pretrain::{
+    corpus_gene_stats, expected_fractions, labels_for, Corpus, CorpusOptions, MaskConfig, PretrainConfig,
+};
 use crate::{CellPlm, CellPlmConfig};
 
 /// The family name in manifests.
@@ -48,7 +50,11 @@ pub struct CellPlmModel {
 impl CellPlmModel {
     /// A pretrained (or imported) model with its registry.
     pub fn new(plm: CellPlm, registry: Registry) -> Self {
-        CellPlmModel { manifest: Manifest::new(NAME, ModelKind::Pretrained, registry), inner: Inner::Plm(plm), fresh: false }
+        CellPlmModel {
+            manifest: Manifest::new(NAME, ModelKind::Pretrained, registry),
+            inner: Inner::Plm(plm),
+            fresh: false,
+        }
     }
 
     /// A fresh small model ([`CellPlmConfig::small`]) over `genes`.
@@ -256,7 +262,8 @@ impl CellPlmModel {
                 .collect()
         };
         let (train, valid) = (mk(cells.train), mk(cells.valid));
-        let (best, summary) = finetune_annotation(model, &train, &valid, &cfg, run.run_dir.as_deref(), run.resume, progress)?;
+        let (best, summary) =
+            finetune_annotation(model, &train, &valid, &cfg, run.run_dir.as_deref(), run.resume, progress)?;
         let registry = Registry { group_key: group_key.unwrap_or_default(), ..self.manifest.registry.clone() };
         Ok((Box::new(CellPlmModel::classifier(best, cells.classes.to_vec(), registry)), summary))
     }
@@ -286,7 +293,8 @@ impl CellPlmModel {
         progress: &mut dyn Progress,
     ) -> Result<CellPlmModel> {
         let fresh = self.fresh;
-        let d = if fresh { MaskConfig::default() } else { MaskConfig { mask_node_rate: 0.95, ..MaskConfig::default() } };
+        let d =
+            if fresh { MaskConfig::default() } else { MaskConfig { mask_node_rate: 0.95, ..MaskConfig::default() } };
         let masking = MaskConfig {
             mask_node_rate: fit.mask_node_rate.unwrap_or(d.mask_node_rate),
             mask_feature_rate: fit.mask_feature_rate.unwrap_or(d.mask_feature_rate),
@@ -320,7 +328,8 @@ impl CellPlmModel {
             self.plm_on(device)?
         };
         let (m, _) = crate::pretrain(model, &corpus, &cfg, None, false, progress)?;
-        let mut registry = Registry { group_key: fit.cells.group_key.clone().unwrap_or_default(), ..self.manifest.registry.clone() };
+        let mut registry =
+            Registry { group_key: fit.cells.group_key.clone().unwrap_or_default(), ..self.manifest.registry.clone() };
         if with_batch {
             registry.batch_labels = corpus.batch_labels.clone();
         }
@@ -332,7 +341,12 @@ impl CellPlmModel {
 
     /// Expected fractions of `datasets[which]` (see [`CellModel::reconstruct`]); batch and
     /// dataset covariates are used when the model's registry has the same labels as the data.
-    fn fractions(&self, datasets: &[(String, &AnnData)], which: usize, opts: &ReconstructOptions) -> Result<Dense<f32>> {
+    fn fractions(
+        &self,
+        datasets: &[(String, &AnnData)],
+        which: usize,
+        opts: &ReconstructOptions,
+    ) -> Result<Dense<f32>> {
         let Some((_, target)) = datasets.get(which) else {
             return Err(crate::CellPlmError::Input(format!("dataset {which} of {}", datasets.len())));
         };
@@ -421,14 +435,27 @@ impl CellPlmModel {
         let model = PerturbationModel { plm }.with_head_at(&control_mean)?;
         let n_batches = 48;
         let batches = pairing_batches(&all, cells.controls, &train_conds, n_batches, 128, fit.seed)?;
-        let pcfg = PretrainConfig { epochs: fit.epochs.max(1), lr: fit.lr.unwrap_or(1e-3), seed: fit.seed, ..Default::default() };
+        let pcfg = PretrainConfig {
+            epochs: fit.epochs.max(1),
+            lr: fit.lr.unwrap_or(1e-3),
+            seed: fit.seed,
+            ..Default::default()
+        };
         let mut trainer = sclm_nn::train::Trainer::new(model, pcfg.train_config(n_batches));
         trainer.fit(&batches, &[], progress)?;
         let model = sclm_nn::burn::module::Module::valid(&trainer.model);
         // Vocabulary positions of the dataset's genes (the profile is reported in var order).
         let cols: Vec<(usize, u32)> =
             mapping.vocab_to_col().iter().enumerate().filter_map(|(v, c)| c.map(|c| (c, v as u32))).collect();
-        Ok(CellPlmPerturbation { model, all, controls: cells.controls.to_vec(), cols, n_vars: adata.n_vars(), names: adata.var.index.clone(), mapping })
+        Ok(CellPlmPerturbation {
+            model,
+            all,
+            controls: cells.controls.to_vec(),
+            cols,
+            n_vars: adata.n_vars(),
+            names: adata.var.index.clone(),
+            mapping,
+        })
     }
 }
 
@@ -449,8 +476,16 @@ impl PerturbationPredictor for CellPlmPerturbation {
         let gene = match genes {
             [] => None,
             [g] => {
-                let col = self.names.iter().position(|n| n == g).ok_or_else(|| ModelError::Input(format!("'{g}' is not a gene of the data")))?;
-                Some(*self.mapping.col_to_vocab()[col].first().ok_or_else(|| ModelError::Input(format!("'{g}' is not in the model's vocabulary")))?)
+                let col = self
+                    .names
+                    .iter()
+                    .position(|n| n == g)
+                    .ok_or_else(|| ModelError::Input(format!("'{g}' is not a gene of the data")))?;
+                Some(
+                    *self.mapping.col_to_vocab()[col]
+                        .first()
+                        .ok_or_else(|| ModelError::Input(format!("'{g}' is not in the model's vocabulary")))?,
+                )
             }
             _ => return Err(ModelError::Input("the CellPLM perturbation head marks one gene per cell".into())),
         };

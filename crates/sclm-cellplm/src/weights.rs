@@ -10,11 +10,11 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
+use sclm_model::{Manifest, ModelKind};
 use sclm_nn::attention::Attention;
 use sclm_nn::burn;
 use sclm_nn::encoder::Norm;
 use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
-use sclm_model::{Manifest, ModelKind};
 
 use crate::config::CellPlmConfig;
 use crate::error::{CellPlmError, Result};

@@ -97,7 +97,10 @@ pub fn families() -> [&'static dyn sclm_model::Family; 1] {
 }
 
 /// Opens a model directory of any family built in.
-pub fn load_model(dir: &std::path::Path, device: &sclm_nn::burn::tensor::Device) -> anyhow::Result<Box<dyn sclm_model::CellModel>> {
+pub fn load_model(
+    dir: &std::path::Path,
+    device: &sclm_nn::burn::tensor::Device,
+) -> anyhow::Result<Box<dyn sclm_model::CellModel>> {
     Ok(sclm_model::load_any(dir, &families(), device)?)
 }
 

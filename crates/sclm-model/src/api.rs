@@ -60,7 +60,10 @@ pub trait CellModel {
     fn embedder(&self) -> Result<Box<dyn PieceEmbedder + '_>>;
     /// Prepares classification (fine-tuned classifiers only).
     fn classifier(&self) -> Result<Box<dyn PieceClassifier + '_>> {
-        Err(ModelError::Unsupported { family: self.family().into(), what: "classify cells (not a fine-tuned classifier)".into() })
+        Err(ModelError::Unsupported {
+            family: self.family().into(),
+            what: "classify cells (not a fine-tuned classifier)".into(),
+        })
     }
     /// Fine-tunes a classifier on this model (the family's published recipe, the generic
     /// [`FinetuneRecipe`] numbers) on `device` (an autodiff device); returns the best model by
@@ -88,7 +91,10 @@ pub trait CellModel {
         progress: &mut dyn Progress,
     ) -> Result<Box<dyn CellModel>> {
         let _ = (datasets, fit, device, progress);
-        Err(ModelError::Unsupported { family: self.family().into(), what: "be trained to reconstruct expression".into() })
+        Err(ModelError::Unsupported {
+            family: self.family().into(),
+            what: "be trained to reconstruct expression".into(),
+        })
     }
     /// Expected expression fractions of every cell of `datasets[which]` over the vocabulary
     /// (`cells × genes`, rows summing to 1 over the genes the dataset measures, or over the

@@ -39,7 +39,10 @@ pub fn group_labels(obs: &DataFrame, key: Option<&str>) -> Option<Vec<String>> {
 /// key when it is absent or has fewer than two columns.
 pub fn coordinates(obsm: &BTreeMap<String, Array2>, key: &str) -> Result<Vec<[f32; 2]>> {
     let arr = obsm.get(key).ok_or_else(|| {
-        ModelError::Input(format!("no obsm entry named '{key}'{}", sclm_data::available_hint(obsm.keys().map(|s| s.as_str()))))
+        ModelError::Input(format!(
+            "no obsm entry named '{key}'{}",
+            sclm_data::available_hint(obsm.keys().map(|s| s.as_str()))
+        ))
     })?;
     let d = arr.to_f32();
     if d.ncols < 2 {

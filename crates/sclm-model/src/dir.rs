@@ -162,7 +162,11 @@ pub fn read_manifest(dir: impl AsRef<Path>) -> Result<Manifest> {
             let m: Manifest = serde_json::from_str(&text)
                 .map_err(|e| ModelError::Json { path: path.display().to_string(), message: e.to_string() })?;
             if m.format != FORMAT {
-                return Err(ModelError::Config(format!("{}: format '{}', expected '{FORMAT}'", path.display(), m.format)));
+                return Err(ModelError::Config(format!(
+                    "{}: format '{}', expected '{FORMAT}'",
+                    path.display(),
+                    m.format
+                )));
             }
             if m.format_version > FORMAT_VERSION {
                 return Err(ModelError::Config(format!(
@@ -250,7 +254,11 @@ mod tests {
     fn manifest_round_trips_and_legacy_directories_load() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m");
-        let mut m = Manifest::new("cellplm", ModelKind::Classifier, Registry { group_key: "sample".into(), ..Default::default() });
+        let mut m = Manifest::new(
+            "cellplm",
+            ModelKind::Classifier,
+            Registry { group_key: "sample".into(), ..Default::default() },
+        );
         m.classes = vec!["B".into(), "T".into()];
         save_atomic(&dir, |t| write_text(t, "model.json", &m.to_json())).unwrap();
         assert_eq!(read_manifest(&dir).unwrap(), m);

@@ -84,7 +84,13 @@ impl ClassifierHead {
     }
 
     /// A head from `head.weight` (`[classes, d_input]`) and `head.bias`, with `dropout`.
-    pub fn from_parts(weight: &[f32], bias: &[f32], d_input: usize, dropout: f64, device: &Device) -> crate::Result<Self> {
+    pub fn from_parts(
+        weight: &[f32],
+        bias: &[f32],
+        d_input: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let o = bias.len();
         if o == 0 || weight.len() != o * d_input {
             return Err(crate::ModelError::Config(format!(
@@ -99,10 +105,8 @@ impl ClassifierHead {
             }
         }
         let mut h = ClassifierHeadConfig::new(d_input, o).with_dropout(dropout).init(device);
-        h.linear.weight = burn::module::Param::from_tensor(Tensor::from_data(
-            burn::tensor::TensorData::new(w, [d_input, o]),
-            device,
-        ));
+        h.linear.weight =
+            burn::module::Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(w, [d_input, o]), device));
         h.linear.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
             burn::tensor::TensorData::new(bias.to_vec(), [o]),
             device,
@@ -163,11 +167,12 @@ impl FinetuneRecipe {
     /// under `embedding_params` at `embedding_lr_scale`), linear warm-up then constant rate
     /// with reduce-on-plateau on the (maximised) validation metric, early stopping.
     pub fn train_config(&self, steps_per_epoch: usize, embedding_params: Vec<String>) -> TrainConfig {
-        let mut opt = OptimizerConfig::new().with_weight_decay(self.weight_decay).with_clip_grad_norm(Some(self.clip_grad_norm));
+        let mut opt =
+            OptimizerConfig::new().with_weight_decay(self.weight_decay).with_clip_grad_norm(Some(self.clip_grad_norm));
         if !embedding_params.is_empty() {
-            opt = opt.with_groups(vec![
-                ParamGroupConfig::new("gene_embedding".into(), embedding_params).with_lr_scale(self.embedding_lr_scale)
-            ]);
+            opt = opt
+                .with_groups(vec![ParamGroupConfig::new("gene_embedding".into(), embedding_params)
+                    .with_lr_scale(self.embedding_lr_scale)]);
         }
         TrainConfig::new(
             opt,

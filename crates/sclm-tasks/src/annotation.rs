@@ -189,7 +189,8 @@ pub fn annotation(
         valid: &split.valid,
     };
     let (classifier, summary) = model.finetune_classifier(&cells, &opts.recipe, &opts.run, device, progress)?;
-    let (predictions, probabilities, matched) = sclm_model::predict(classifier.as_ref(), adata, &opts.embed, &mut |_| {})?;
+    let (predictions, probabilities, matched) =
+        sclm_model::predict(classifier.as_ref(), adata, &opts.embed, &mut |_| {})?;
     notes.push(format!("genes: {}", matched.report()));
     let mut rep = score(&labels, &split, &predictions, &format!("{} fine-tuned", model.family()))?;
     rep.note("epochs", summary.epochs);
@@ -197,8 +198,10 @@ pub fn annotation(
         rep.note("best_valid_macro_F1", format!("{f1:.4} (epoch {})", e + 1));
     }
     // The baseline through the same calls, same cells and split.
-    let base = PcaModel::fit(adata, &PcaFit { layer: opts.embed.layer.clone(), seed: opts.seed, ..opts.baseline.clone() })?;
-    let (base_clf, _) = base.finetune_classifier(&cells, &opts.recipe, &RunOptions::default(), device, &mut NoProgress)?;
+    let base =
+        PcaModel::fit(adata, &PcaFit { layer: opts.embed.layer.clone(), seed: opts.seed, ..opts.baseline.clone() })?;
+    let (base_clf, _) =
+        base.finetune_classifier(&cells, &opts.recipe, &RunOptions::default(), device, &mut NoProgress)?;
     let base_opts = EmbedOptions { group_key: Some(String::new()), ..opts.embed.clone() };
     let (bp, _, _) = sclm_model::predict(base_clf.as_ref(), adata, &base_opts, &mut |_| {})?;
     let mut brep = score(&labels, &split, &bp, &format!("logreg on PCA-{}", base.embedding_dim()))?;
@@ -208,7 +211,16 @@ pub fn annotation(
         r.note("train_cells", split.train.len());
         r.note("valid_cells", split.valid.len());
     }
-    Ok(AnnotationOutcome { labels, split, reports: vec![rep, brep], predictions, probabilities, classifier, summary, notes })
+    Ok(AnnotationOutcome {
+        labels,
+        split,
+        reports: vec![rep, brep],
+        predictions,
+        probabilities,
+        classifier,
+        summary,
+        notes,
+    })
 }
 
 /// Test scores of predictions (accuracy, macro/weighted F1, macro precision/recall).
@@ -229,7 +241,9 @@ fn score(labels: &Labels, split: &Split, pred: &[String], method: &str) -> Resul
 /// and `<key_added>_split` (`train` / `valid` / `test` / `excluded`).
 pub fn write_obs(adata: &mut AnnData, outcome: &AnnotationOutcome, key_added: &str) -> Result<()> {
     let mut split_col = vec![String::from("excluded"); adata.n_obs()];
-    for (name, rows) in [("train", &outcome.split.train), ("valid", &outcome.split.valid), ("test", &outcome.split.test)] {
+    for (name, rows) in
+        [("train", &outcome.split.train), ("valid", &outcome.split.valid), ("test", &outcome.split.test)]
+    {
         for &i in rows {
             split_col[i] = name.into();
         }

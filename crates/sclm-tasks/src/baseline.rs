@@ -11,8 +11,8 @@ use std::path::Path;
 use sclm_data::{AnnData, Dense, Matrix};
 use sclm_eval::baselines::{LogRegOptions, LogisticRegression};
 use sclm_model::{
-    CellModel, EmbedOptions, FinetuneRecipe, LabeledCells, Manifest, ModelError, ModelKind, PieceClassifier,
-    PieceEmbedder, Registry, RunOptions,
+    CellModel, EmbedOptions, Family, FinetuneRecipe, LabeledCells, Manifest, ModelError, ModelKind, PieceClassifier,
+    PieceEmbedder, ReconstructOptions, ReconstructionFit, Registry, RunOptions,
 };
 use sclm_nn::burn::tensor::Device;
 use sclm_nn::embedding::CsrRows;
@@ -101,6 +101,96 @@ impl PcaModel {
         })
     }
 
+    /// An unfitted model over `genes` ([`CellModel::fit_reconstruction`] fits it).
+    pub fn unfitted(genes: Vec<String>) -> Self {
+        PcaModel {
+            manifest: Manifest::new(
+                PCA_FAMILY,
+                ModelKind::Pretrained,
+                Registry { group_key: String::new(), ..Default::default() },
+            ),
+            genes,
+            hvg: Vec::new(),
+            target_sum: 1.0,
+            mean: Vec::new(),
+            components: Dense::zeros(0, 0),
+            logreg: None,
+        }
+    }
+
+    /// Expression reconstructed from the components: each cell's log-normalised values over
+    /// the fitted genes it measures are projected by least squares onto the components
+    /// (`z = (V_o V_oᵀ)⁻¹ V_o (x_o − μ_o)`, so genes a dataset lacks are not taken as zeros),
+    /// then `x̂ = μ + zV`, back to fractions over the dataset's genes (or all fitted genes).
+    fn reconstruct_fractions(&self, data: &AnnData, opts: &ReconstructOptions) -> Result<Dense<f32>> {
+        if self.components.nrows == 0 {
+            return input("the PCA model is not fitted");
+        }
+        let counts = sclm_model::cells::counts_matrix(data, opts.layer.as_deref())?;
+        let (mapping, _) = sclm_model::GeneMapping::for_dataset(&self.genes, &data.var, None)?;
+        let k = self.components.nrows;
+        let h = self.hvg.len();
+        let mut pos = vec![usize::MAX; self.genes.len()];
+        for (i, &j) in self.hvg.iter().enumerate() {
+            pos[j] = i;
+        }
+        let panel = mapping.panel();
+        let observed: Vec<usize> =
+            panel.iter().filter_map(|&v| (pos[v as usize] != usize::MAX).then_some(pos[v as usize])).collect();
+        // Normal matrix over the observed genes (shared by every cell of the dataset).
+        let mut a = vec![0f64; k * k];
+        for p in 0..k {
+            for q in 0..=p {
+                let (rp, rq) = (self.components.row(p), self.components.row(q));
+                let v: f64 = observed.iter().map(|&i| rp[i] as f64 * rq[i] as f64).sum();
+                a[p * k + q] = v;
+                a[q * k + p] = v;
+            }
+            a[p * k + p] += 1e-6;
+        }
+        let chol = cholesky(&a, k)
+            .ok_or_else(|| crate::TaskError::Input("the PCA components are degenerate on the observed genes".into()))?;
+        let in_out: Vec<bool> =
+            (0..self.genes.len()).map(|v| opts.whole_vocabulary || panel.binary_search(&(v as u32)).is_ok()).collect();
+        let n = counts.nrows;
+        let mut out = Dense::zeros(n, self.genes.len());
+        let mut buf = Vec::new();
+        let mut x = vec![0f64; h];
+        for r in 0..n {
+            mapping.remap_row(&counts, r, &mut buf);
+            let total: f64 = buf.iter().map(|e| e.1 as f64).sum();
+            let scale = if total > 0.0 { self.target_sum / total } else { 0.0 };
+            x.iter_mut().for_each(|v| *v = 0.0);
+            for &(v, c) in &buf {
+                let p = pos[v as usize];
+                if p != usize::MAX {
+                    x[p] = (c as f64 * scale).ln_1p();
+                }
+            }
+            let mut b = vec![0f64; k];
+            for (p, bp) in b.iter_mut().enumerate() {
+                let row = self.components.row(p);
+                *bp = observed.iter().map(|&i| (x[i] - self.mean[i]) * row[i] as f64).sum();
+            }
+            let z = chol_solve(&chol, k, &b);
+            let dst = out.row_mut(r);
+            let mut sum = 0f64;
+            for (i, &j) in self.hvg.iter().enumerate() {
+                if !in_out[j] {
+                    continue;
+                }
+                let xh = self.mean[i] + (0..k).map(|p| z[p] * self.components.get(p, i) as f64).sum::<f64>();
+                let y = xh.max(0.0).exp_m1();
+                dst[j] = y as f32;
+                sum += y;
+            }
+            if sum > 0.0 {
+                dst.iter_mut().for_each(|v| *v = (*v as f64 / sum) as f32);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of genes PCA uses.
     pub fn n_genes_used(&self) -> usize {
         self.hvg.len()
@@ -183,7 +273,10 @@ impl CellModel for PcaModel {
 
     fn classifier(&self) -> sclm_model::Result<Box<dyn PieceClassifier + '_>> {
         if self.logreg.is_none() {
-            return Err(ModelError::Unsupported { family: PCA_FAMILY.into(), what: "classify cells before fine-tuning".into() });
+            return Err(ModelError::Unsupported {
+                family: PCA_FAMILY.into(),
+                what: "classify cells before fine-tuning".into(),
+            });
         }
         Ok(Box::new(Project(self)))
     }
@@ -212,11 +305,113 @@ impl CellModel for PcaModel {
         Ok((Box::new(m), summary))
     }
 
+    /// Fits PCA on `datasets[0]` (every gene; the reference in spatial imputation), with
+    /// `min(30, cells − 1)` components; `fit`'s epochs and rates do not apply.
+    fn fit_reconstruction(
+        &self,
+        datasets: &[(String, &AnnData)],
+        fit: &ReconstructionFit,
+        _device: &Device,
+        _progress: &mut dyn Progress,
+    ) -> sclm_model::Result<Box<dyn CellModel>> {
+        let Some((_, first)) = datasets.first() else {
+            return Err(ModelError::Input("no data to fit PCA on".into()));
+        };
+        let sub = restrict(first, &self.genes)?;
+        let opts = PcaFit { n_comps: 30, n_top_genes: usize::MAX, layer: fit.cells.layer.clone(), seed: fit.seed };
+        let m = PcaModel::fit(&sub, &opts).map_err(|e| ModelError::Input(e.to_string()))?;
+        Ok(Box::new(m))
+    }
+
+    fn reconstruct(
+        &self,
+        datasets: &[(String, &AnnData)],
+        which: usize,
+        opts: &ReconstructOptions,
+    ) -> sclm_model::Result<Dense<f32>> {
+        let Some((_, data)) = datasets.get(which) else {
+            return Err(ModelError::Input(format!("dataset {which} of {}", datasets.len())));
+        };
+        self.reconstruct_fractions(data, opts).map_err(|e| ModelError::Input(e.to_string()))
+    }
+
     fn save(&self, _dir: &Path) -> sclm_model::Result<()> {
-        Err(ModelError::Unsupported { family: PCA_FAMILY.into(), what: "be saved (the baseline is refitted on each dataset)".into() })
+        Err(ModelError::Unsupported {
+            family: PCA_FAMILY.into(),
+            what: "be saved (the baseline is refitted on each dataset)".into(),
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// `adata` restricted to (and ordered as) the genes `genes` it has by name.
+fn restrict(adata: &AnnData, genes: &[String]) -> sclm_model::Result<AnnData> {
+    let (m, _) = sclm_model::GeneMapping::for_dataset(genes, &adata.var, None)?;
+    let cols: Vec<usize> = m.vocab_to_col().iter().flatten().copied().collect();
+    let mut sub = adata.select_vars(&cols);
+    sub.var.index =
+        m.vocab_to_col().iter().enumerate().filter(|(_, c)| c.is_some()).map(|(v, _)| genes[v].clone()).collect();
+    Ok(sub)
+}
+
+/// Lower Cholesky factor of the `k × k` symmetric matrix `a` (row-major), `None` when it is not
+/// positive definite.
+fn cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|p| l[i * k + p] * l[j * k + p]).sum();
+            if i == j {
+                let d = a[i * k + i] - s;
+                if d <= 0.0 || !d.is_finite() {
+                    return None;
+                }
+                l[i * k + i] = d.sqrt();
+            } else {
+                l[i * k + j] = (a[i * k + j] - s) / l[j * k + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// Solves `L Lᵀ z = b`.
+fn chol_solve(l: &[f64], k: usize, b: &[f64]) -> Vec<f64> {
+    let mut y = vec![0f64; k];
+    for i in 0..k {
+        y[i] = (b[i] - (0..i).map(|p| l[i * k + p] * y[p]).sum::<f64>()) / l[i * k + i];
+    }
+    let mut z = vec![0f64; k];
+    for i in (0..k).rev() {
+        z[i] = (y[i] - (i + 1..k).map(|p| l[p * k + i] * z[p]).sum::<f64>()) / l[i * k + i];
+    }
+    z
+}
+
+/// The PCA baseline as a [`Family`]: `fresh` gives an unfitted model that
+/// [`CellModel::fit_reconstruction`] fits, so protocols run it as they run a fresh network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PcaFamily;
+
+/// The PCA baseline family.
+pub static PCA: PcaFamily = PcaFamily;
+
+impl Family for PcaFamily {
+    fn name(&self) -> &'static str {
+        PCA_FAMILY
+    }
+
+    fn load(&self, dir: &Path, _manifest: Manifest, _device: &Device) -> sclm_model::Result<Box<dyn CellModel>> {
+        Err(ModelError::Unsupported {
+            family: PCA_FAMILY.into(),
+            what: format!("be loaded from {} (it is never saved)", dir.display()),
+        })
+    }
+
+    fn fresh(&self, genes: Vec<String>, _device: &Device) -> sclm_model::Result<Box<dyn CellModel>> {
+        Ok(Box::new(PcaModel::unfitted(genes)))
     }
 }

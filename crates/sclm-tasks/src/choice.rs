@@ -37,7 +37,12 @@ impl ModelChoice<'_> {
     }
 
     /// The given model, or a fresh one over `genes`.
-    pub fn resolve<'m>(&'m self, genes: &[String], device: &Device, slot: &'m mut Option<Box<dyn CellModel>>) -> Result<&'m dyn CellModel> {
+    pub fn resolve<'m>(
+        &'m self,
+        genes: &[String],
+        device: &Device,
+        slot: &'m mut Option<Box<dyn CellModel>>,
+    ) -> Result<&'m dyn CellModel> {
         match self {
             ModelChoice::Given(m) => Ok(*m),
             ModelChoice::Fresh(f) => {

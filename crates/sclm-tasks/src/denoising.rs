@@ -95,7 +95,10 @@ pub fn denoising(
         return input(format!("fewer than 10 cells express 5 of the {} selected genes", genes.len()));
     }
     if cells.len() < sub.n_obs() {
-        notes.push(format!("{} cells expressing fewer than 5 of the selected genes left out", sub.n_obs() - cells.len()));
+        notes.push(format!(
+            "{} cells expressing fewer than 5 of the selected genes left out",
+            sub.n_obs() - cells.len()
+        ));
     }
     sub = sub.select_obs(&cells);
     let counts = sub.x.to_csr();
@@ -130,14 +133,27 @@ pub fn denoising(
     let target = median_library(&masked);
     let to_lognorm = |fr: Dense<f32>| -> Result<Dense<f32>> {
         if fr.nrows != sub.n_obs() || fr.ncols != sub.n_vars() {
-            return input(format!("the model reconstructed {} × {} values for {} × {}", fr.nrows, fr.ncols, sub.n_obs(), sub.n_vars()));
+            return input(format!(
+                "the model reconstructed {} × {} values for {} × {}",
+                fr.nrows,
+                fr.ncols,
+                sub.n_obs(),
+                sub.n_vars()
+            ));
         }
         let mut d = fr;
         d.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
         Ok(d)
     };
-    let ro = ReconstructOptions { with_batch: false, with_dataset: false, whole_vocabulary: false, ..opts.cells.clone() };
-    let fit = |epochs: usize, seed: u64| ReconstructionFit { epochs, lr: opts.lr, seed, cells: ro.clone(), ..Default::default() };
+    let ro =
+        ReconstructOptions { with_batch: false, with_dataset: false, whole_vocabulary: false, ..opts.cells.clone() };
+    let fit = |epochs: usize, seed: u64| ReconstructionFit {
+        epochs,
+        lr: opts.lr,
+        seed,
+        cells: ro.clone(),
+        ..Default::default()
+    };
     let mut slot = None;
     let fresh_genes = sub.var.index.clone();
     let model = choice.resolve(&fresh_genes, device, &mut slot)?;
@@ -145,14 +161,18 @@ pub fn denoising(
     let cols = vocabulary_columns(model, &sub)?;
     let zero_shot: Box<dyn CellModel>;
     let zs: &dyn CellModel = if choice.is_fresh() {
-        stage(&format!("training a fresh {family} on the data with hidden entries ({} epochs)", opts.pretrain_epochs.max(1)));
+        stage(&format!(
+            "training a fresh {family} on the data with hidden entries ({} epochs)",
+            opts.pretrain_epochs.max(1)
+        ));
         zero_shot = model.fit_reconstruction(&named, &fit(opts.pretrain_epochs, opts.seed), device, progress)?;
         zero_shot.as_ref()
     } else {
         model
     };
     let zs_pred = to_lognorm(zs.reconstruct(&named, 0, &ro)?.select_cols(&cols))?;
-    let name = if choice.is_fresh() { format!("{family} zero-shot (trained here)") } else { format!("{family} zero-shot") };
+    let name =
+        if choice.is_fresh() { format!("{family} zero-shot (trained here)") } else { format!("{family} zero-shot") };
     let mut r = score(&name, &zs_pred)?;
     if choice.is_fresh() {
         r.note("pretrain_epochs", opts.pretrain_epochs.max(1));
@@ -161,7 +181,8 @@ pub fn denoising(
     out.layers.insert(format!("{family}_denoised"), Matrix::Dense(zs_pred));
     if opts.finetune_epochs > 0 {
         stage(&format!("fine-tuning with the imputation recipe ({} epochs)", opts.finetune_epochs));
-        let ft = zs.fit_reconstruction(&named, &fit(opts.finetune_epochs, opts.seed.wrapping_add(1)), device, progress)?;
+        let ft =
+            zs.fit_reconstruction(&named, &fit(opts.finetune_epochs, opts.seed.wrapping_add(1)), device, progress)?;
         let ft_pred = to_lognorm(ft.reconstruct(&named, 0, &ro)?.select_cols(&cols))?;
         let mut r = score(&format!("{family} fine-tuned"), &ft_pred)?;
         r.note("finetune_epochs", opts.finetune_epochs);

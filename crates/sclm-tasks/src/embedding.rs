@@ -65,7 +65,10 @@ pub fn embedding_quality(
     let lab: Vec<String> = keep.iter().map(|&r| labels[r].clone()).collect();
     let bat: Option<Vec<String>> = batches.map(|b| keep.iter().map(|&r| b[r].clone()).collect());
     let mut reports = Vec::new();
-    for (name, e) in [(format!("{} zero-shot", model.family()), &embedding), (format!("PCA-{}", base.embedding_dim()), &baseline_embedding)] {
+    for (name, e) in [
+        (format!("{} zero-shot", model.family()), &embedding),
+        (format!("PCA-{}", base.embedding_dim()), &baseline_embedding),
+    ] {
         let eo = EvaluateOptions { method: name, ..opts.evaluate.clone() };
         let mut r = sclm_eval::evaluate_embedding(&e.select_rows(&keep), &lab, bat.as_deref(), &eo)?;
         r.note("cells_scored", keep.len());

@@ -15,10 +15,10 @@ pub mod perturbation;
 pub mod spatial;
 
 pub use annotation::{annotation, AnnotationOptions, AnnotationOutcome};
-pub use baseline::{PcaFit, PcaModel};
+pub use baseline::{PcaFamily, PcaFit, PcaModel, PCA};
 pub use choice::ModelChoice;
 pub use denoising::{denoising, DenoisingOptions, DenoisingOutcome};
-pub use perturbation::{perturbation, PerturbationOptions, PerturbationOutcome};
-pub use spatial::{spatial_imputation, SpatialOptions, SpatialOutcome};
 pub use embedding::{embedding_quality, EmbeddingOptions, EmbeddingOutcome};
 pub use error::{Result, TaskError};
+pub use perturbation::{perturbation, PerturbationOptions, PerturbationOutcome};
+pub use spatial::{spatial_imputation, SpatialOptions, SpatialOutcome};

@@ -71,7 +71,8 @@ pub struct PerturbationOutcome {
 
 /// The genes of a condition name: `A+ctrl` → `[A]`, `A+B` → `[A, B]`, a bare `A` → `[A]`.
 pub fn parse_condition(condition: &str, control: &str) -> Vec<String> {
-    let mut g: Vec<String> = condition_genes(condition, control).into_iter().filter(|g| *g != "ctrl").map(String::from).collect();
+    let mut g: Vec<String> =
+        condition_genes(condition, control).into_iter().filter(|g| *g != "ctrl").map(String::from).collect();
     g.sort();
     g.dedup();
     g
@@ -118,7 +119,11 @@ pub fn perturbation(
         }
     }
     if !unknown.is_empty() {
-        notes.push(format!("{} condition(s) naming no gene of the data left out: {}", unknown.len(), unknown.join(", ")));
+        notes.push(format!(
+            "{} condition(s) naming no gene of the data left out: {}",
+            unknown.len(),
+            unknown.join(", ")
+        ));
     }
     if !combos.is_empty() {
         notes.push(format!(
@@ -140,7 +145,13 @@ pub fn perturbation(
         split.train_perturbations.iter().map(|c| (parse_condition(c, &control), rows_of(c))).collect();
     let valid: Vec<(Vec<String>, Vec<usize>)> =
         split.valid_perturbations.iter().map(|c| (parse_condition(c, &control), rows_of(c))).collect();
-    let cells = PerturbationCells { adata: &data, controls: &controls, train: &train, valid: &valid, allow_non_integer: opts.allow_non_integer };
+    let cells = PerturbationCells {
+        adata: &data,
+        controls: &controls,
+        train: &train,
+        valid: &valid,
+        allow_non_integer: opts.allow_non_integer,
+    };
     let family = choice.family().to_string();
     let mut slot = None;
     let model = choice.resolve(&data.var.index, device, &mut slot)?;

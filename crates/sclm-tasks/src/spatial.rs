@@ -83,7 +83,10 @@ pub fn spatial_imputation(
     let key = &opts.spatial_key;
     let coords = sclm_model::cells::coordinates(&spatial.obsm, key)?;
     if spatial.n_vars() < 2 {
-        return input(format!("spatial imputation needs at least 2 genes (one to hold out, one to keep), the data has {}", spatial.n_vars()));
+        return input(format!(
+            "spatial imputation needs at least 2 genes (one to hold out, one to keep), the data has {}",
+            spatial.n_vars()
+        ));
     }
     if spatial.n_obs() < 4 {
         return input(format!("spatial imputation needs at least 4 spots, the data has {}", spatial.n_obs()));
@@ -130,8 +133,9 @@ pub fn spatial_imputation(
     let (rmap, _) = sclm_model::GeneMapping::for_dataset(&query.var.index, &reference.var, None)
         .map_err(|e| crate::TaskError::Input(format!("the reference shares no gene with the spatial data: {e}")))?;
     let in_model = columns_in_vocabulary(&choice, &query.var)?;
-    let candidates: Vec<usize> =
-        (0..query.n_vars()).filter(|&j| rmap.vocab_to_col()[j].is_some() && in_model.binary_search(&j).is_ok()).collect();
+    let candidates: Vec<usize> = (0..query.n_vars())
+        .filter(|&j| rmap.vocab_to_col()[j].is_some() && in_model.binary_search(&j).is_ok())
+        .collect();
     if candidates.len() < 2 {
         return input(format!(
             "spatial imputation needs at least 2 genes measured by both datasets{}, found {}",
@@ -194,7 +198,13 @@ pub fn spatial_imputation(
     let mut slot = None;
     let model = choice.resolve(&query.var.index, device, &mut slot)?;
     let ro = ReconstructOptions { with_batch: true, with_dataset: true, whole_vocabulary: true, ..opts.cells.clone() };
-    let fit = ReconstructionFit { epochs: opts.epochs, lr: opts.lr, seed: opts.seed, cells: ro.clone(), ..Default::default() };
+    let fit = ReconstructionFit {
+        epochs: opts.epochs,
+        lr: opts.lr,
+        seed: opts.seed,
+        cells: ro.clone(),
+        ..Default::default()
+    };
     stage(&format!("training {family} on reference + spatial data ({} epochs)", opts.epochs.max(1)));
     let trained: Box<dyn CellModel> = model.fit_reconstruction(&named, &fit, device, progress)?;
     let cols = vocabulary_columns(trained.as_ref(), &query)?;
@@ -219,7 +229,9 @@ pub fn spatial_imputation(
         ));
     }
     if scored.is_empty() {
-        return input("no held-out gene varies over the query spots in the truth and both predictions; nothing to score");
+        return input(
+            "no held-out gene varies over the query spots in the truth and both predictions; nothing to score",
+        );
     }
     let scores = |p: &Dense<f32>| -> Result<(f64, f64)> {
         let (mut c, mut s) = (0.0, 0.0);

@@ -85,7 +85,11 @@ impl Outputs<'_> {
     fn piece(&mut self, rows: &[usize], counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> sclm_model::Result<()> {
         let e = self.embedder.embed_piece(counts, coords)?;
         if e.len() != rows.len() * self.emb.ncols {
-            return Err(sclm_model::ModelError::Input(format!("the model returned {} values for {} cells", e.len(), rows.len())));
+            return Err(sclm_model::ModelError::Input(format!(
+                "the model returned {} values for {} cells",
+                e.len(),
+                rows.len()
+            )));
         }
         self.emb.set_rows(rows, &e);
         if let Some((plm, g, opts)) = &mut self.attention {
@@ -102,9 +106,13 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let attention = match &a.attention_obsp {
         Some(_) => {
             let Some(cp) = model.as_any().downcast_ref::<sclm_cellplm::CellPlmModel>() else {
-                bail!("--attention-obsp: a {} model has no Flowformer attention to export (CellPLM only)", model.family());
+                bail!(
+                    "--attention-obsp: a {} model has no Flowformer attention to export (CellPLM only)",
+                    model.family()
+                );
             };
-            let opts = AttentionOptions { layer: a.attention_layer, top_k: a.attention_top_k.max(1), ..Default::default() };
+            let opts =
+                AttentionOptions { layer: a.attention_layer, top_k: a.attention_top_k.max(1), ..Default::default() };
             resolve_layer(cp.plm(), opts.layer).with_context(|| a.model.display().to_string())?;
             Some((cp.plm(), opts))
         }
@@ -121,9 +129,8 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         crate::progress::note(g.quiet, format!("cells grouped by obs['{k}'] (when the file has it)"));
     }
     let started = std::time::Instant::now();
-    let is_h5ad = a.layer.is_none()
-        && !a.in_memory
-        && matches!(sclm_io::detect_kind(&a.input), Ok(sclm_io::InputKind::H5ad));
+    let is_h5ad =
+        a.layer.is_none() && !a.in_memory && matches!(sclm_io::detect_kind(&a.input), Ok(sclm_io::InputKind::H5ad));
     let streamed = if is_h5ad { open_streamable(&a)? } else { None };
     let n = match streamed {
         Some((reader, template, report)) => {
@@ -229,8 +236,8 @@ fn embed_streamed(
             ),
         );
     }
-    let (mapping, matched) =
-        GeneMapping::for_dataset(model.genes(), &template.var, opts.gene_id_column.as_deref()).with_context(|| file.clone())?;
+    let (mapping, matched) = GeneMapping::for_dataset(model.genes(), &template.var, opts.gene_id_column.as_deref())
+        .with_context(|| file.clone())?;
     crate::progress::note(g.quiet, format!("{file}: {}", matched.report()));
     let groups = cells::group_labels(&template.obs, opts.group_key_for(model));
     let coords = match &opts.spatial_key {
@@ -248,11 +255,19 @@ fn embed_streamed(
     };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
     let mut read = |s: usize, e: usize| -> Result<CsrMatrix> { Ok(to_csr(reader.read_rows(s, e)?)) };
-    cells::stream_pieces(model.genes().len(), &labels, &mapping, &opts.pieces, &stream, &mut read, &mut |rows, c, pc| {
-        out.piece(rows, c, pc)?;
-        pb.set_position(out.done as u64);
-        Ok(())
-    })
+    cells::stream_pieces(
+        model.genes().len(),
+        &labels,
+        &mapping,
+        &opts.pieces,
+        &stream,
+        &mut read,
+        &mut |rows, c, pc| {
+            out.piece(rows, c, pc)?;
+            pb.set_position(out.done as u64);
+            Ok(())
+        },
+    )
     .with_context(|| file.clone())?;
     pb.finish_and_clear();
     template.obsm.insert(key.to_string(), Array2::F32(out.emb));

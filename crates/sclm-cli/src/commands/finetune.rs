@@ -467,8 +467,16 @@ fn spatial_imputation(g: &Global, a: SpatialArgs) -> Result<()> {
     let t0 = Instant::now();
     let pb = crate::progress::spinner("spatial imputation", g.quiet);
     let mut stage = |s: &str| pb.set_message(s.to_string());
-    let out = sclm_tasks::spatial_imputation(l.choice(), &input, reference.as_ref(), &opts, &device, &mut stage, &mut NoProgress)
-        .with_context(|| l.file.clone())?;
+    let out = sclm_tasks::spatial_imputation(
+        l.choice(),
+        &input,
+        reference.as_ref(),
+        &opts,
+        &device,
+        &mut stage,
+        &mut NoProgress,
+    )
+    .with_context(|| l.file.clone())?;
     pb.finish_and_clear();
     notes(g, &l.file, &out.notes);
     let [q, r, ng, h, s] = out.sizes;

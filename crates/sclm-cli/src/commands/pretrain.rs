@@ -200,6 +200,9 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         ..Default::default()
     };
     trained.save_dir_with(&a.output, &pre)?;
-    crate::progress::note(g.quiet, format!("wrote {} (log and checkpoint in {})", a.output.display(), run_dir.display()));
+    crate::progress::note(
+        g.quiet,
+        format!("wrote {} (log and checkpoint in {})", a.output.display(), run_dir.display()),
+    );
     Ok(())
 }
