@@ -705,8 +705,17 @@ pub struct CellPlm {
     config: CellPlmConfig,
 }
 
+impl CellPlmConfig {
+    /// Builds the model with random weights on `device` (`FooConfig → init → Foo`; validates
+    /// the configuration first).
+    pub fn init(&self, device: &Device) -> Result<CellPlm> {
+        CellPlm::new(self, device)
+    }
+}
+
 impl CellPlm {
-    /// A model with random weights on `device` (validates the configuration).
+    /// A model with random weights on `device` (validates the configuration); the same as
+    /// [`CellPlmConfig::init`].
     pub fn new(config: &CellPlmConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         let c = config;

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(value_enum)]
     pub which: Which,
     /// Input: .h5ad (raw counts in X, a `counts` layer, or log-normalised values in X).
-    pub file: PathBuf,
+    pub input: PathBuf,
     /// obs key of the true labels (needed by pca and logreg).
     #[arg(long)]
     pub label_key: Option<String>,
@@ -65,9 +65,9 @@ fn lognorm(a: &AnnData) -> Result<Matrix> {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
-    let (mut adata, report) = sclm_io::read_any(&a.file)?;
-    crate::progress::warn_read(g.quiet, &a.file, &report);
-    let file = a.file.display().to_string();
+    let (mut adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
+    let file = a.input.display().to_string();
     let labels = |key: &Option<String>| -> Result<Option<Vec<String>>> {
         Ok(match key {
             Some(k) => Some(adata.obs_column(k).with_context(|| file.clone())?.to_labels()),

@@ -17,8 +17,8 @@ use crate::Global;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory for the demo's files.
-    #[arg(long, default_value = "sclm-demo")]
-    pub out_dir: PathBuf,
+    #[arg(short, long, default_value = "sclm-demo")]
+    pub output: PathBuf,
     /// Number of simulated cells.
     #[arg(long, default_value_t = 5000)]
     pub cells: usize,
@@ -29,8 +29,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(&a.out_dir)?;
-    let raw_path = a.out_dir.join("simulated.h5ad");
+    std::fs::create_dir_all(&a.output)?;
+    let raw_path = a.output.join("simulated.h5ad");
     let mut cfg = sclm_sim::SimConfig { n_cells: a.cells, seed: g.seed, ..Default::default() };
     cfg.spatial = Some(sclm_sim::SpatialConfig::default());
     println!(
@@ -54,7 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     for r in pipeline::run(&mut adata, &steps, g.seed)? {
         println!("   {}: {}", r.step, r.summary);
     }
-    let out = a.out_dir.join("preprocessed.h5ad");
+    let out = a.output.join("preprocessed.h5ad");
     sclm_io::write_h5ad(&adata, &out, &sclm_io::WriteOptions::default())?;
     println!(
         "   wrote {} ({} cells x {} genes, obsm: {})",
@@ -73,7 +73,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     for line in rep_pca.to_table().lines() {
         println!("   {line}");
     }
-    let plot = a.out_dir.join("umap_cell_type.png");
+    let plot = a.output.join("umap_cell_type.png");
     let coords = super::plot::layout(&emb, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
         sclm_eval::scatter_png(
@@ -103,7 +103,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 /// annotation and score its denoising, each next to its baseline.
 fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()> {
     let t = Instant::now();
-    let model_dir = a.out_dir.join("cellplm_small");
+    let model_dir = a.output.join("cellplm_small");
     println!("6. pretrain a small CellPLM (masked-cell modelling, {} epochs) on the raw counts:", a.pretrain_epochs);
     let args = super::pretrain::Args {
         family: super::pretrain::Family::Cellplm,
@@ -144,7 +144,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
         println!("   {:<20} {:>10} {:>14}", m.name, fmt(rep_pca.get(&m.name)), fmt(m.value));
     }
     let types = raw.obs_column("cell_type")?.to_labels();
-    let plot = a.out_dir.join("umap_cellplm.png");
+    let plot = a.output.join("umap_cellplm.png");
     let coords = super::plot::layout(&out.embedding, g.seed, g.quiet)?;
     crate::output::plot_atomic(&plot, |tmp| {
         sclm_eval::scatter_png(
@@ -155,7 +155,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
         )
     })?;
     raw.obsm.insert("X_cellplm".into(), sclm_data::Array2::F32(out.embedding));
-    let out_path = a.out_dir.join("cellplm_embedded.h5ad");
+    let out_path = a.output.join("cellplm_embedded.h5ad");
     sclm_io::write_h5ad(&raw, &out_path, &sclm_io::WriteOptions::default())?;
     println!("   wrote {} and {}", out_path.display(), plot.display());
 
@@ -175,7 +175,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
     let ann = super::finetune::AnnotationArgs {
         common: common.clone(),
         label_key: "cell_type".into(),
-        output: a.out_dir.join("annotated.h5ad"),
+        output: a.output.join("annotated.h5ad"),
         key_added: None,
         save_model: None,
         run_dir: None,

@@ -12,13 +12,13 @@ use crate::Global;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A .h5ad file, a Cell Ranger .h5 file or a Cell Ranger matrix directory.
-    pub file: PathBuf,
+    pub input: PathBuf,
 }
 
 pub fn run(g: &Global, args: Args) -> Result<()> {
-    let (adata, report) = sclm_io::read_any(&args.file)?;
-    crate::progress::warn_read(g.quiet, &args.file, &report);
-    print!("{}", describe(&args.file.display().to_string(), report_layout(&report), &adata));
+    let (adata, report) = sclm_io::read_any(&args.input)?;
+    crate::progress::warn_read(g.quiet, &args.input, &report);
+    print!("{}", describe(&args.input.display().to_string(), report_layout(&report), &adata));
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::Global;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Input .h5ad file.
-    pub file: PathBuf,
+    pub input: PathBuf,
     /// obsm key to draw: a 2-column basis is drawn as is (e.g. X_umap, spatial); a wider one
     /// (e.g. X_pca) is laid out with UMAP first.
     #[arg(long)]
@@ -55,11 +55,11 @@ pub fn color_by(a: &AnnData, file: &std::path::Path, key: &str) -> Result<ColorB
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
-    let (adata, report) = sclm_io::read_any(&a.file)?;
-    crate::progress::warn_read(g.quiet, &a.file, &report);
-    let emb = adata.obsm_get(&a.basis).with_context(|| a.file.display().to_string())?.to_f32();
+    let (adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
+    let emb = adata.obsm_get(&a.basis).with_context(|| a.input.display().to_string())?.to_f32();
     let color = match &a.color {
-        Some(k) => color_by(&adata, &a.file, k)?,
+        Some(k) => color_by(&adata, &a.input, k)?,
         None => ColorBy::None,
     };
     let coords = layout(&emb, g.seed, g.quiet)?;

@@ -11,7 +11,7 @@ use crate::Global;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Input: .h5ad, Cell Ranger .h5 or matrix directory.
-    pub file: PathBuf,
+    pub input: PathBuf,
     /// Output .h5ad file.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -29,11 +29,11 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let steps = pipeline::parse_steps(&a.steps)?;
-    let (mut adata, report) = sclm_io::read_any(&a.file)?;
-    crate::progress::warn_read(g.quiet, &a.file, &report);
+    let (mut adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
     let sp = crate::progress::spinner("preprocessing", g.quiet);
     let reports =
-        pipeline::run(&mut adata, &steps, g.seed).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+        pipeline::run(&mut adata, &steps, g.seed).map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
     sp.finish_and_clear();
     for r in &reports {
         crate::progress::note(g.quiet, format!("  {}: {}", r.step, r.summary));
