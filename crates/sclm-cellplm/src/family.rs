@@ -366,8 +366,9 @@ impl CellPlmModel {
 
     /// The published perturbation model (paper §4.5): the perturbed gene's count removed and
     /// the gene marked −100 in the embedder, an MLP decoder started at the control mean, MSE to
-    /// the log-normalised profile of a random cell of the condition. A pretrained model keeps
-    /// its encoder weights (its decoder is replaced by the MLP head).
+    /// the log-normalised profile of a random cell of the condition; the epoch with the lowest
+    /// MSE on the validation conditions is kept. A pretrained model keeps its encoder weights
+    /// (its decoder is replaced by the MLP head).
     fn perturbation(
         &self,
         cells: &PerturbationCells<'_>,
@@ -435,6 +436,17 @@ impl CellPlmModel {
         let model = PerturbationModel { plm }.with_head_at(&control_mean)?;
         let n_batches = 48;
         let batches = pairing_batches(&all, cells.controls, &train_conds, n_batches, 128, fit.seed)?;
+        // Model selection on the validation conditions (unseen in training): the epoch with the
+        // lowest validation MSE is kept.
+        let mut valid_conds = Vec::new();
+        for (g, rows) in cells.valid {
+            valid_conds.push((Some(single(g)?), rows.clone()));
+        }
+        let valid = if valid_conds.is_empty() {
+            Vec::new()
+        } else {
+            pairing_batches(&all, cells.controls, &valid_conds, 8, 128, fit.seed.wrapping_add(7))?
+        };
         let pcfg = PretrainConfig {
             epochs: fit.epochs.max(1),
             lr: fit.lr.unwrap_or(1e-3),
@@ -442,8 +454,9 @@ impl CellPlmModel {
             ..Default::default()
         };
         let mut trainer = sclm_nn::train::Trainer::new(model, pcfg.train_config(n_batches));
-        trainer.fit(&batches, &[], progress)?;
-        let model = sclm_nn::burn::module::Module::valid(&trainer.model);
+        trainer.fit(&batches, &valid, progress)?;
+        let best = trainer.best_model.take().unwrap_or(trainer.model);
+        let model = sclm_nn::burn::module::Module::valid(&best);
         // Vocabulary positions of the dataset's genes (the profile is reported in var order).
         let cols: Vec<(usize, u32)> =
             mapping.vocab_to_col().iter().enumerate().filter_map(|(v, c)| c.map(|c| (c, v as u32))).collect();

@@ -166,7 +166,6 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
         use_raw: false,
         log1p_input: false,
         allow_non_integer: false,
-        group_key: Some("batch".into()),
         json: None,
     };
     let epochs = 60;
@@ -174,6 +173,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
     println!("8. cell-type annotation: fine-tune the pretrained model (published recipe, {epochs} epochs at most):");
     let ann = super::finetune::AnnotationArgs {
         common: common.clone(),
+        group_key: Some("batch".into()),
         label_key: "cell_type".into(),
         output: a.output.join("annotated.h5ad"),
         key_added: None,
@@ -195,6 +195,7 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
     println!("9. denoising: hide 10% of the non-zero counts, train a fresh model on the rest (8 epochs), score the hidden ones:");
     let den = super::finetune::DenoisingArgs {
         common: super::finetune::Common { model: None, ..common },
+        group_key: Some("batch".into()),
         output: None,
         n_top_genes: 1000,
         hide_frac: 0.1,

@@ -59,10 +59,6 @@ pub struct Common {
     /// Accept non-integer values (normalised counts, TPM).
     #[arg(long)]
     pub allow_non_integer: bool,
-    /// obs column forming the groups of cells that attend to each other (default: the model's
-    /// saved group key; a fresh model: all cells one group).
-    #[arg(long)]
-    pub group_key: Option<String>,
     /// Write the reports (model and baseline) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -73,6 +69,10 @@ pub struct Common {
 pub struct AnnotationArgs {
     #[command(flatten)]
     pub common: Common,
+    /// obs column forming the groups of cells that attend to each other (default: the model's
+    /// saved group key; a fresh model: all cells one group).
+    #[arg(long)]
+    pub group_key: Option<String>,
     /// obs column of the cell types.
     #[arg(long)]
     pub label_key: String,
@@ -118,6 +118,10 @@ pub struct AnnotationArgs {
 pub struct DenoisingArgs {
     #[command(flatten)]
     pub common: Common,
+    /// obs column forming the groups of cells that attend to each other (default: the model's
+    /// saved group key; a fresh model: all cells one group).
+    #[arg(long)]
+    pub group_key: Option<String>,
     /// Output .h5ad: the evaluated cells × genes with layers `counts_hidden`, `knn_denoised`
     /// and `<family>_denoised` / `<family>_finetuned_denoised` (log-normalised).
     #[arg(short, long)]
@@ -145,6 +149,10 @@ pub struct DenoisingArgs {
 pub struct SpatialArgs {
     #[command(flatten)]
     pub common: Common,
+    /// obs column forming the groups of cells that attend to each other (default: the model's
+    /// saved group key; a fresh model: all cells one group).
+    #[arg(long)]
+    pub group_key: Option<String>,
     /// Reference .h5ad measuring the held-out genes (default: half of the spots).
     #[arg(long)]
     pub reference: Option<PathBuf>,
@@ -268,18 +276,18 @@ fn load(g: &Global, c: &Common) -> Result<Loaded> {
     Ok(Loaded { file, adata, input, model })
 }
 
-fn embed_options(c: &Common) -> EmbedOptions {
+fn embed_options(c: &Common, group_key: &Option<String>) -> EmbedOptions {
     EmbedOptions {
-        group_key: c.group_key.clone(),
+        group_key: group_key.clone(),
         layer: c.layer.clone(),
         pieces: PieceOptions { allow_non_integer: c.allow_non_integer || c.log1p_input, ..Default::default() },
         ..Default::default()
     }
 }
 
-fn reconstruct_options(c: &Common) -> ReconstructOptions {
+fn reconstruct_options(c: &Common, group_key: &Option<String>) -> ReconstructOptions {
     ReconstructOptions {
-        group_key: c.group_key.clone(),
+        group_key: group_key.clone(),
         layer: c.layer.clone(),
         allow_non_integer: c.allow_non_integer || c.log1p_input,
         ..Default::default()
@@ -343,7 +351,7 @@ fn annotation(g: &Global, a: AnnotationArgs) -> Result<()> {
         min_cells_per_class: a.min_cells_per_class,
         recipe: FinetuneRecipe { lr: a.lr, epochs: a.epochs, seed: g.seed, ..Default::default() },
         run: RunOptions { run_dir: a.run_dir.clone(), resume: a.resume },
-        embed: embed_options(&a.common),
+        embed: embed_options(&a.common, &a.group_key),
         baseline: sclm_tasks::PcaFit { n_top_genes: a.n_top_genes, seed: g.seed, ..Default::default() },
         fresh_genes: a.n_top_genes,
         seed: g.seed,
@@ -389,7 +397,7 @@ fn denoising(g: &Global, a: DenoisingArgs) -> Result<()> {
         pretrain_epochs: a.pretrain_epochs,
         finetune_epochs: a.epochs,
         lr: a.lr,
-        cells: reconstruct_options(&a.common),
+        cells: reconstruct_options(&a.common, &a.group_key),
         seed: g.seed,
     };
     let device = g.device()?.autodiff();
@@ -460,7 +468,7 @@ fn spatial_imputation(g: &Global, a: SpatialArgs) -> Result<()> {
         holdout_frac: a.holdout_frac,
         epochs: a.epochs,
         lr: a.lr,
-        cells: ReconstructOptions { allow_non_integer: true, ..reconstruct_options(&a.common) },
+        cells: ReconstructOptions { allow_non_integer: true, ..reconstruct_options(&a.common, &a.group_key) },
         seed: g.seed,
     };
     let device = g.device()?.autodiff();
@@ -497,9 +505,6 @@ fn spatial_imputation(g: &Global, a: SpatialArgs) -> Result<()> {
 
 fn perturbation(g: &Global, a: PerturbationArgs) -> Result<()> {
     let l = load(g, &a.common)?;
-    if a.common.group_key.is_some() {
-        bail!("--group-key: perturbation prediction pairs control cells at random; it forms no groups");
-    }
     let opts = sclm_tasks::PerturbationOptions {
         perturbation_key: a.perturbation_key.clone(),
         control: a.control.clone(),
