@@ -117,6 +117,10 @@ fn main() -> ExitCode {
         eprintln!("error: internal error (a bug in sclm, please report it): {}{at}", msg.lines().next().unwrap_or(""));
     }));
     let cli = Cli::parse();
+    // Lets the tests check the hook on a real panic (tests/panic.rs).
+    if std::env::var_os("SCLM_TEST_PANIC").is_some() {
+        panic!("deliberate panic for the panic-hook test\nsecond line");
+    }
     if let Some(n) = cli.global.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
             eprintln!("error: cannot set up {n} threads: {e}");
