@@ -33,6 +33,8 @@ pub static FAMILY: CellPlmFamily = CellPlmFamily;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CellPlmFamily;
 
+// One value per loaded model: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Plm(CellPlm),
     Classifier(CellPlmClassifier),
