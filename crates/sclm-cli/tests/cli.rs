@@ -947,7 +947,7 @@ fn spatial_imputation_refuses_unusable_inputs() {
     sclm_io::write_h5ad(&a.select_obs(&[]), &empty, &Default::default()).unwrap();
     let o = run(&sp, &["--reference", s(&empty)]);
     assert_clean_failure(&o, "the reference has 0 cells", Some(&out));
-    // (That the line names the reference file is checked by the ignored test below.)
+    // (That the line names the reference file is checked by the test below.)
     // Coordinates from obs columns: two names wanted, numbers wanted.
     let mut c = a.clone();
     c.obs.insert("row", Column::F32(xy.data.iter().step_by(2).copied().collect())).unwrap();
@@ -966,8 +966,6 @@ fn spatial_imputation_refuses_unusable_inputs() {
 
 /// A bad `--reference` is named in the error line, not the spatial file.
 #[test]
-#[ignore = "CLI bug: errors about the --reference file are prefixed with the spatial INPUT's name \
-            (finetune.rs spatial_imputation wraps every task error in .with_context(l.file))"]
 fn spatial_imputation_error_names_the_reference_file() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();

@@ -458,7 +458,17 @@ fn spatial_imputation(g: &Global, a: SpatialArgs) -> Result<()> {
         Some(p) => {
             let (r, rep) = sclm_io::read_any(p)?;
             crate::progress::warn_read(g.quiet, p, &rep);
-            Some(model_input(&r, a.common.use_raw, a.common.log1p_input, &p.display().to_string())?)
+            let rfile = p.display().to_string();
+            let r = model_input(&r, a.common.use_raw, a.common.log1p_input, &rfile)?;
+            if r.n_obs() == 0 {
+                bail!("{rfile}: the reference has 0 cells");
+            }
+            let x = sclm_model::cells::counts_matrix(&r, a.common.layer.as_deref()).with_context(|| rfile.clone())?;
+            sclm_model::cells::check_counts(&x, true).with_context(|| rfile.clone())?;
+            drop(x);
+            sclm_model::GeneMapping::for_dataset(&input.var.index, &r.var, None)
+                .map_err(|e| anyhow::anyhow!("{rfile}: the reference shares no gene with {}: {e}", l.file))?;
+            Some(r)
         }
         None => None,
     };
@@ -580,6 +590,13 @@ pub struct PredictArgs {
 pub fn predict(g: &Global, a: PredictArgs) -> Result<()> {
     let file = a.input.display().to_string();
     let model = crate::load_model(&a.model, &g.device()?)?;
+    if model.manifest().kind != sclm_model::ModelKind::Classifier {
+        bail!(
+            "{}: not a classifier but a pretrained {} model; fine-tune one with `sclm finetune annotation --save-model`",
+            a.model.display(),
+            model.family()
+        );
+    }
     let (adata, report) = sclm_io::read_any(&a.input)?;
     crate::progress::warn_read(g.quiet, &a.input, &report);
     let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
