@@ -138,6 +138,12 @@ impl Trainable for CellPlmClassifier {
         let mut rng = device_rng(&self.plm.device());
         self.masked_ce(batch, &mut rng).map_err(sclm_nn::NnError::model)
     }
+
+    /// The published backbone names, the head as `head.weight` `[classes, latent]` and
+    /// `head.bias` ([`crate::weights::classifier_name_table`]).
+    fn weight_naming(&self) -> Option<std::sync::Arc<dyn sclm_nn::train::WeightNaming>> {
+        crate::weights::as_naming(crate::weights::classifier_name_table(self))
+    }
 }
 
 /// Macro-F1 of the predictions on the labelled cells of `batches` (classes absent from both the

@@ -69,6 +69,11 @@ impl Trainable for PerturbationModel {
         let v = to_vec(mse.clone())[0] as f64;
         Ok(LossOutput::new(mse).with_term("mse", v))
     }
+
+    /// The published CellPLM names of the nested model ([`CellPlm::name_table`]).
+    fn weight_naming(&self) -> Option<std::sync::Arc<dyn sclm_nn::train::WeightNaming>> {
+        crate::weights::as_naming(self.plm.name_table("plm."))
+    }
 }
 
 /// `log1p(x / Σx · 1e4)` of each row of a vocabulary-space group.

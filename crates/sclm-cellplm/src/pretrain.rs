@@ -345,6 +345,11 @@ impl Trainable for CellPlm {
         let mut rng = device_rng(&self.device());
         self.masked_loss(batch, &batch.masking, &mut rng).map_err(sclm_nn::NnError::model)
     }
+
+    /// The published state-dict names and layouts ([`CellPlm::name_table`]).
+    fn weight_naming(&self) -> Option<Arc<dyn sclm_nn::train::WeightNaming>> {
+        crate::weights::as_naming(self.name_table(""))
+    }
 }
 
 /// How datasets become training groups.

@@ -3,19 +3,24 @@
 //! those entries are transposed). The same table serves importing published checkpoints
 //! ([`CellPlm::load_torch`], [`CellPlm::from_state_dict`]) and our own model directory
 //! ([`CellPlm::save_dir`], [`CellPlm::load_dir`]), whose `model.safetensors` uses the published
-//! names and layouts.
+//! names and layouts. The trainer's `checkpoint/` and `best/` use them too
+//! ([`CellPlm::name_table`], [`classifier_name_table`], through `Trainable::weight_naming`).
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use sclm_model::{Manifest, ModelKind};
+use sclm_model::{ClassifierHead, Manifest, ModelKind};
 use sclm_nn::attention::Attention;
 use sclm_nn::burn;
 use sclm_nn::encoder::Norm;
+use sclm_nn::train::optim::param_paths;
+use sclm_nn::train::{NameEntry, NameTable, WeightNaming};
 use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
 
+use crate::annotate::CellPlmClassifier;
 use crate::config::CellPlmConfig;
 use crate::error::{CellPlmError, Result};
 use crate::model::{tensor1, tensor2, to_vec, CellPlm, DecoderHead, Latent, NbHead};
@@ -53,6 +58,18 @@ impl Slot<'_> {
                 **p = Param::from_tensor(tensor2(v, [a, b], device));
             }
         }
+    }
+
+    /// The id of the parameter (what ties the slot to its module path).
+    fn id(&self) -> ParamId {
+        match self {
+            Slot::Vec1(p) => p.id,
+            Slot::Mat(p, _) => p.id,
+        }
+    }
+
+    fn transposed(&self) -> bool {
+        matches!(self, Slot::Mat(_, true))
     }
 
     fn get(&self) -> Vec<f32> {
@@ -184,6 +201,38 @@ impl CellPlm {
         t
     }
 
+    /// The published state-dict name and layout of every parameter, keyed by its module path
+    /// as the trainer's checkpoints spell it ([`param_paths`]: enum variant names skipped, `Vec`
+    /// elements numbered, e.g. `encoder.0.self_attn.query_projection.weight`) with
+    /// `module_prefix` in front (`""`, or `"plm."` for a model that nests the CellPLM in a
+    /// field `plm`). Published names are never prefixed: they are those of
+    /// [`CellPlm::expected_tensors`]. Each entry of the remap table (the one behind
+    /// [`CellPlm::to_state_dict`]) is matched to its module path through the parameter's id.
+    /// Cheap: a clone of the module (shared tensors) and one visit.
+    pub fn name_entries(&self, module_prefix: &str) -> Result<Vec<NameEntry>> {
+        let paths: HashMap<ParamId, String> = param_paths(self).into_iter().map(|(p, id)| (id, p)).collect();
+        // `slots` borrows mutably; a clone shares the parameters and their ids.
+        let mut probe = self.clone();
+        let mut out = Vec::new();
+        for (published, slot) in probe.slots() {
+            let path = paths.get(&slot.id()).ok_or_else(|| {
+                CellPlmError::Config(format!("weight {published}: its parameter is not a module parameter"))
+            })?;
+            out.push(NameEntry {
+                module_path: format!("{module_prefix}{path}"),
+                published,
+                transposed: slot.transposed(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The [`NameTable`] of [`CellPlm::name_entries`]: how the trainer names and lays out this
+    /// model's weights in `checkpoint/` and `best/` (the published names and layouts).
+    pub fn name_table(&self, module_prefix: &str) -> Result<NameTable> {
+        Ok(NameTable::new(self.name_entries(module_prefix)?)?)
+    }
+
     /// The state-dict names and shapes (published layout) this model expects.
     pub fn expected_tensors(&mut self) -> Vec<(String, Vec<usize>)> {
         self.slots().iter().map(|(k, s)| (k.clone(), s.torch_shape())).collect()
@@ -310,6 +359,38 @@ impl CellPlm {
         }
         Ok(model)
     }
+}
+
+/// The published names of a classifier head at module path `module_prefix` (e.g. `"head."`):
+/// its `Linear` as `head.weight` (stored transposed, torch layout `[classes, latent]`) and
+/// `head.bias`, as in `head.safetensors` of [`CellPlmClassifier::save_dir`].
+pub fn classifier_head_entries(head: &ClassifierHead, module_prefix: &str) -> Vec<NameEntry> {
+    param_paths(head)
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let rest = path.strip_prefix("linear.")?.to_string();
+            Some(NameEntry {
+                module_path: format!("{module_prefix}{path}"),
+                transposed: rest == "weight",
+                published: format!("head.{rest}"),
+            })
+        })
+        .collect()
+}
+
+/// The [`NameTable`] of a [`CellPlmClassifier`]: the backbone (`plm.` module paths) under the
+/// published CellPLM names, the head as `head.weight` `[classes, latent]` and `head.bias`.
+pub fn classifier_name_table(model: &CellPlmClassifier) -> Result<NameTable> {
+    let mut entries = model.plm.name_entries("plm.")?;
+    entries.extend(classifier_head_entries(&model.head, "head."));
+    Ok(NameTable::new(entries)?)
+}
+
+/// A table as the trainer's weight naming ([`sclm_nn::train::Trainable::weight_naming`]). A
+/// table that cannot be built (not expected: `tests/naming.rs` checks that every parameter has
+/// one published name) leaves the trainer with module paths.
+pub(crate) fn as_naming(table: Result<NameTable>) -> Option<Arc<dyn WeightNaming>> {
+    table.ok().map(|t| Arc::new(t) as Arc<dyn WeightNaming>)
 }
 
 /// How input data must be prepared for the model: the model layer's registry (saved in
