@@ -246,7 +246,7 @@ impl CellPlmModel {
         let group_key = cells.opts.group_key_for(self).map(String::from);
         let opts = CorpusOptions {
             group_key: group_key.clone(),
-            spatial_key: cells.opts.spatial_key.clone(),
+            spatial_key: cells.opts.spatial_key_for(self, |k| cells.adata.obsm.contains_key(k)).map(String::from),
             layer: cells.opts.layer.clone(),
             max_cells_per_group: 70_000,
             seed: recipe.seed,

@@ -227,7 +227,8 @@ pub struct EmbedOptions {
     pub group_key: Option<String>,
     /// Layer holding the counts (default: X).
     pub layer: Option<String>,
-    /// obsm key of 2-D coordinates (default: none).
+    /// obsm key of 2-D coordinates (`None` = the model's registry `spatial_key`, used when the
+    /// data has it; `Some("")` = no coordinates; `Some(key)` = that key, which must exist).
     pub spatial_key: Option<String>,
     /// var column with the gene identifiers (default: the var index or `gene_ids`, whichever
     /// matches more).
@@ -237,6 +238,31 @@ pub struct EmbedOptions {
 }
 
 impl EmbedOptions {
+    /// The coordinates in force for `model` (see [`EmbedOptions::spatial_key`]).
+    pub fn coordinates_for(
+        &self,
+        model: &dyn CellModel,
+        obsm: &std::collections::BTreeMap<String, sclm_data::Array2>,
+    ) -> Result<Option<Vec<[f32; 2]>>> {
+        match &self.spatial_key {
+            Some(k) if k.is_empty() => Ok(None),
+            Some(k) => Ok(Some(cells::coordinates(obsm, k)?)),
+            None => match model.manifest().registry.spatial_key() {
+                Some(k) if obsm.contains_key(k) => Ok(Some(cells::coordinates(obsm, k)?)),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// The obsm key of the coordinates in force for `model` on data with these obsm keys.
+    pub fn spatial_key_for<'a>(&'a self, model: &'a dyn CellModel, has: impl Fn(&str) -> bool) -> Option<&'a str> {
+        match &self.spatial_key {
+            Some(k) if k.is_empty() => None,
+            Some(k) => Some(k.as_str()),
+            None => model.manifest().registry.spatial_key().filter(|k| has(k)),
+        }
+    }
+
     /// The group key in force for `model`.
     pub fn group_key_for<'a>(&'a self, model: &'a dyn CellModel) -> Option<&'a str> {
         match &self.group_key {
@@ -268,10 +294,7 @@ pub fn prepare<'a>(model: &dyn CellModel, adata: &'a AnnData, opts: &EmbedOption
     let counts = cells::counts_matrix(adata, opts.layer.as_deref())?;
     let (mapping, matched) = GeneMapping::for_dataset(model.genes(), &adata.var, opts.gene_id_column.as_deref())?;
     let groups = cells::group_labels(&adata.obs, opts.group_key_for(model));
-    let coords = match &opts.spatial_key {
-        Some(k) => Some(cells::coordinates(&adata.obsm, k)?),
-        None => None,
-    };
+    let coords = opts.coordinates_for(model, &adata.obsm)?;
     Ok(PreparedCells { counts, mapping, matched, groups, coords })
 }
 

@@ -94,6 +94,10 @@ pub struct Registry {
     /// empty = all cells of a file form one group). `sclm embed` uses it unless told otherwise.
     #[serde(default = "d_group")]
     pub group_key: String,
+    /// obsm key of the 2-D coordinates the model reads when the data has them (default
+    /// `spatial`; empty = none). Models without a positional encoding ignore coordinates.
+    #[serde(default = "d_spatial")]
+    pub spatial_key: String,
     /// Label of each row of the model's batch table (`dataset/batch` for models pretrained by
     /// sclm; empty for imported models, whose tables are anonymous).
     #[serde(default)]
@@ -115,6 +119,11 @@ impl Registry {
         (!self.group_key.is_empty()).then_some(self.group_key.as_str())
     }
 
+    /// The coordinate key, `None` when the model reads none.
+    pub fn spatial_key(&self) -> Option<&str> {
+        (!self.spatial_key.is_empty()).then_some(self.spatial_key.as_str())
+    }
+
     /// Whether the model wants integer counts.
     pub fn wants_integer_counts(&self) -> bool {
         self.input == "raw_counts"
@@ -133,6 +142,9 @@ fn d_gene_id() -> String {
 fn d_group() -> String {
     "batch".into()
 }
+fn d_spatial() -> String {
+    "spatial".into()
+}
 
 impl Default for Registry {
     fn default() -> Self {
@@ -142,6 +154,7 @@ impl Default for Registry {
             library_size_normalization: false,
             gene_id: d_gene_id(),
             group_key: d_group(),
+            spatial_key: d_spatial(),
             batch_labels: Vec::new(),
             dataset_labels: Vec::new(),
         }

@@ -34,7 +34,8 @@ pub struct Args {
     /// group key saved with the model, `batch` for CellPLM; `""` = all cells one group).
     #[arg(long)]
     pub group_key: Option<String>,
-    /// obsm key of spatial coordinates (used by models with a positional encoding).
+    /// obsm key of spatial coordinates, read by models with a positional encoding (default: the
+    /// key saved with the model, `spatial`, when the file has it; `""` = none).
     #[arg(long)]
     pub spatial_key: Option<String>,
     /// var column with the gene identifiers (default: the var index or `gene_ids`, whichever
@@ -240,10 +241,7 @@ fn embed_streamed(
         .with_context(|| file.clone())?;
     crate::progress::note(g.quiet, format!("{file}: {}", matched.report()));
     let groups = cells::group_labels(&template.obs, opts.group_key_for(model));
-    let coords = match &opts.spatial_key {
-        Some(k) => Some(cells::coordinates(&template.obsm, k).with_context(|| file.clone())?),
-        None => None,
-    };
+    let coords = opts.coordinates_for(model, &template.obsm).with_context(|| file.clone())?;
     let n = reader.n_obs();
     let labels = CellLabels { n_obs: n, groups: groups.as_deref(), coords: coords.as_deref() };
     let stream = StreamOptions { chunk_rows: a.chunk_rows.max(1), ..Default::default() };

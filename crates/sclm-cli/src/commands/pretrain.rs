@@ -195,6 +195,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let pre = Preprocessing {
         gene_id: "var_index".into(),
         group_key: a.group_key.clone(),
+        spatial_key: a.spatial_key.clone(),
         batch_labels: corpus.batch_labels.clone(),
         dataset_labels: if named.len() > 1 { corpus.dataset_labels.clone() } else { Vec::new() },
         ..Default::default()
