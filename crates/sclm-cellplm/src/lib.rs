@@ -28,11 +28,11 @@ pub use bench::{bench_embed, BenchResult};
 pub use config::{CellPlmConfig, DecoderKind, LatentKind, NormChoice};
 pub use embed::{embed_chunk, embed_streaming, EmbedOptions, GeneMapping, PieceOptions};
 pub use error::{CellPlmError, Result};
+pub use family::{CellPlmFamily, CellPlmModel, FAMILY};
 pub use inference::CellPlmInference;
 pub use model::{nb_loss, CellPlm, Covariates, DecoderOutput, GroupInput, GroupOutput};
 pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig, PretrainConfig, TrainGroup};
 pub use sclm_weights::LoadReport;
-pub use family::{CellPlmFamily, CellPlmModel, FAMILY};
 pub use weights::Preprocessing;
 
 /// Helpers shared by the unit tests of several modules.

@@ -1,8 +1,8 @@
 //! Model directory round trip, AnnData embedding, covariates and positional encoding on a tiny
 //! random model.
 use sclm_cellplm::embed::{embed_chunk, EmbedOptions, GeneMapping, PieceOptions};
-use sclm_cellplm::CellPlmModel;
 use sclm_cellplm::model::to_vec;
+use sclm_cellplm::CellPlmModel;
 use sclm_cellplm::{CellPlm, CellPlmConfig, Covariates, GroupInput, LatentKind};
 use sclm_data::{AnnData, Column, CsrMatrix, DataFrame, Dense, Matrix};
 use sclm_nn::embedding::CsrRows;
@@ -135,7 +135,8 @@ fn embed_groups_cells_and_keeps_order() {
     assert!(one.data.iter().zip(&e.data).any(|(u, v)| (u - v).abs() > 1e-4));
     // Pieces: at most 4 cells per forward → 10 cells in pieces of 4, 3, 3.
     let mut calls = Vec::new();
-    let opts = EmbedOptions { pieces: PieceOptions { max_cells_per_forward: 4, ..Default::default() }, ..Default::default() };
+    let opts =
+        EmbedOptions { pieces: PieceOptions { max_cells_per_forward: 4, ..Default::default() }, ..Default::default() };
     embed(&model, &adata(None), &opts, &mut |d| calls.push(d)).unwrap();
     assert_eq!(calls, vec![4, 7, 10]);
     // A precomputed mapping equal to the name match gives the same result; the streaming entry

@@ -99,7 +99,10 @@ fn mtx_absurd_dimensions_are_refused() {
     let d = mtx_dir(t.path(), "feats", "4000000000 2 1\n1 1 1\n");
     one_line(&read_10x_mtx(&d).unwrap_err(), &["genes.tsv: rows:", "3 features but the matrix has 4000000000 rows"]);
     let d = mtx_dir(t.path(), "bcs", "3 4000000000 1\n1 1 1\n");
-    one_line(&read_10x_mtx(&d).unwrap_err(), &["barcodes.tsv: rows:", "2 barcodes but the matrix has 4000000000 columns"]);
+    one_line(
+        &read_10x_mtx(&d).unwrap_err(),
+        &["barcodes.tsv: rows:", "2 barcodes but the matrix has 4000000000 columns"],
+    );
     no_panic_so_far();
 }
 
@@ -250,7 +253,10 @@ fn indices_beyond_n_vars_are_refused_whole_and_by_rows() {
     // An index equal to n_vars is out of range too.
     let p = h5ad(t.path(), "edge.h5ad", "csr_matrix", [2, 3], &[0, 1, 2], &[3, 0], true);
     one_line(&read_h5ad(&p).unwrap_err(), &["edge.h5ad: X/indices:", "column index 3 in row 0"]);
-    one_line(&H5adRowReader::open(&p).unwrap().read_rows(0, 2).unwrap_err(), &["X/indices:", "column index 3 in row 0"]);
+    one_line(
+        &H5adRowReader::open(&p).unwrap().read_rows(0, 2).unwrap_err(),
+        &["X/indices:", "column index 3 in row 0"],
+    );
     no_panic_so_far();
 }
 

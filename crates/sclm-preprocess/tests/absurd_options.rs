@@ -13,7 +13,8 @@ use sclm_preprocess::{
 /// 30 cells x 12 genes of small log-like values, every gene varying.
 fn data() -> AnnData {
     let (n, g) = (30, 12);
-    let v: Vec<f32> = (0..n * g).map(|k| ((k * 7919 % 31) as f32 / 10.0).ln_1p() * ((k % 3 != 0) as u8 as f32)).collect();
+    let v: Vec<f32> =
+        (0..n * g).map(|k| ((k * 7919 % 31) as f32 / 10.0).ln_1p() * ((k % 3 != 0) as u8 as f32)).collect();
     AnnData::new(Matrix::Csr(CsrMatrix::from_dense(&Dense::from_vec(n, g, v).unwrap())))
 }
 
@@ -50,7 +51,10 @@ fn absurd_pca_sizes_are_refused_when_parsed() {
         &["'pca:n_oversamples=1000000000000000000'", "n_oversamples = 1000000000000000000 is more than the 10000"],
     );
     parse_err("pca:solver=randomized:n_oversamples=18446744073709551615", &["n_oversamples = 18446744073709551615"]);
-    parse_err("pca:n_power_iter=1e18", &["pca:n_power_iter=1e18", "n_power_iter = 1000000000000000000 is more than the 1000"]);
+    parse_err(
+        "pca:n_power_iter=1e18",
+        &["pca:n_power_iter=1e18", "n_power_iter = 1000000000000000000 is more than the 1000"],
+    );
     parse_err("pca:n_comps=1e18", &["pca:n_comps=1e18", "n_comps = 1000000000000000000 must lie in 1..=10000"]);
     parse_err("pca:n_comps=0", &["n_comps = 0 must lie in 1..="]);
     let s = parse_steps(&format!(
@@ -63,10 +67,7 @@ fn absurd_pca_sizes_are_refused_when_parsed() {
 #[test]
 fn run_checks_every_step_before_changing_the_data() {
     // Steps built in code (or deserialised from a saved model's JSON) skip parse_steps.
-    let steps = vec![
-        Step::Log1p,
-        Step::Hvg(HvgOptions { n_bins: 1_000_000_000_000_000_000, ..Default::default() }),
-    ];
+    let steps = vec![Step::Log1p, Step::Hvg(HvgOptions { n_bins: 1_000_000_000_000_000_000, ..Default::default() })];
     let json = serde_json::to_string(&steps).unwrap();
     let steps: Vec<Step> = serde_json::from_str(&json).unwrap();
     let mut ad = data();
@@ -94,13 +95,21 @@ fn library_calls_check_the_same_options() {
     let e = highly_variable_genes(&mut ad, &HvgOptions { n_bins: usize::MAX, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("highly_variable_genes(seurat): n_bins = 18446744073709551615"), "{e}");
     // usize::MAX oversamples overflowed `n_comps + n_oversamples` before.
-    let huge = PcaOptions { n_oversamples: usize::MAX, solver: sclm_preprocess::pca::PcaSolver::Randomized, ..Default::default() };
+    let huge = PcaOptions {
+        n_oversamples: usize::MAX,
+        solver: sclm_preprocess::pca::PcaSolver::Randomized,
+        ..Default::default()
+    };
     let e = pca(&ad.x, 3, 0, &huge).unwrap_err().to_string();
     assert!(e.starts_with("pca: n_oversamples = 18446744073709551615"), "{e}");
     let e = pca_adata(&mut ad, 3, 0, &PcaOptions { n_power_iter: usize::MAX, ..Default::default() }).unwrap_err();
     assert!(e.to_string().starts_with("pca: n_power_iter = 18446744073709551615"), "{e}");
     // Within the bounds, more random directions than the matrix has columns are clamped.
-    let many = PcaOptions { n_oversamples: MAX_PCA_OVERSAMPLES, solver: sclm_preprocess::pca::PcaSolver::Randomized, ..Default::default() };
+    let many = PcaOptions {
+        n_oversamples: MAX_PCA_OVERSAMPLES,
+        solver: sclm_preprocess::pca::PcaSolver::Randomized,
+        ..Default::default()
+    };
     let p = pca(&ad.x, 3, 0, &many).unwrap();
     assert_eq!((p.embedding.nrows, p.embedding.ncols), (30, 3));
     // The default options pass; n_bins far above the gene count is allowed and works.
