@@ -11,8 +11,8 @@ use std::path::Path;
 use sclm_data::{AnnData, Dense, Matrix};
 use sclm_eval::baselines::{LogRegOptions, LogisticRegression};
 use sclm_model::{
-    CellModel, EmbedOptions, Family, FinetuneRecipe, LabeledCells, Manifest, ModelError, ModelKind, PieceClassifier,
-    PieceEmbedder, ReconstructOptions, ReconstructionFit, Registry, RunOptions,
+    CellModel, EmbedOptions, Family, FinetuneRecipe, LabeledCells, Manifest, ModelError, ModelKind, PerturbationCells,
+    PerturbationPredictor, PieceClassifier, PieceEmbedder, ReconstructOptions, ReconstructionFit, Registry, RunOptions,
 };
 use sclm_nn::burn::tensor::Device;
 use sclm_nn::embedding::CsrRows;
@@ -335,6 +335,21 @@ impl CellModel for PcaModel {
         self.reconstruct_fractions(data, opts).map_err(|e| ModelError::Input(e.to_string()))
     }
 
+    /// A linear co-expression predictor: PCA (20 components) of the log-normalised control and
+    /// training cells; a perturbation of gene g lowers g by the mean knock-down seen in the
+    /// training conditions (Δ on the log scale) and moves every other gene by the projection of
+    /// that change on the components (`ĉ = c + VᵀV·Δe_g`, with g itself set to `c_g + Δ`).
+    /// `fit`'s epochs and rates do not apply.
+    fn fit_perturbation(
+        &self,
+        cells: &PerturbationCells<'_>,
+        fit: &ReconstructionFit,
+        _device: &Device,
+        _progress: &mut dyn Progress,
+    ) -> sclm_model::Result<Box<dyn PerturbationPredictor>> {
+        Ok(Box::new(PcaPerturbation::fit(cells, fit.seed).map_err(|e| ModelError::Input(e.to_string()))?))
+    }
+
     fn save(&self, _dir: &Path) -> sclm_model::Result<()> {
         Err(ModelError::Unsupported {
             family: PCA_FAMILY.into(),
@@ -413,5 +428,89 @@ impl Family for PcaFamily {
 
     fn fresh(&self, genes: Vec<String>, _device: &Device) -> sclm_model::Result<Box<dyn CellModel>> {
         Ok(Box::new(PcaModel::unfitted(genes)))
+    }
+}
+
+/// The PCA co-expression perturbation predictor (see [`PcaModel`]'s `fit_perturbation`).
+pub struct PcaPerturbation {
+    names: Vec<String>,
+    control_mean: Vec<f64>,
+    /// Loadings, `k × genes`.
+    components: Dense<f32>,
+    /// Mean change of a knocked-down gene on the log scale in the training conditions.
+    knockdown: f64,
+}
+
+impl PcaPerturbation {
+    fn fit(cells: &PerturbationCells<'_>, seed: u64) -> Result<Self> {
+        let x = sclm_model::cells::counts_matrix(cells.adata, None)?;
+        let g = x.ncols;
+        let lognorm_row = |r: usize, out: &mut [f64]| {
+            out.iter_mut().for_each(|v| *v = 0.0);
+            let (idx, val) = x.row(r);
+            let total: f64 = val.iter().map(|&v| v as f64).sum();
+            if total > 0.0 {
+                for (&j, &v) in idx.iter().zip(val) {
+                    out[j as usize] = (v as f64 / total * 1e4).ln_1p();
+                }
+            }
+        };
+        let mean_of = |rows: &[usize]| -> Vec<f64> {
+            let mut m = vec![0f64; g];
+            let mut buf = vec![0f64; g];
+            for &r in rows {
+                lognorm_row(r, &mut buf);
+                m.iter_mut().zip(&buf).for_each(|(a, b)| *a += b);
+            }
+            m.iter_mut().for_each(|v| *v /= rows.len().max(1) as f64);
+            m
+        };
+        let control_mean = mean_of(cells.controls);
+        let mut deltas = Vec::new();
+        for (genes, rows) in cells.train {
+            let m = mean_of(rows);
+            for name in genes {
+                if let Some(j) = cells.adata.var.index.iter().position(|n| n == name) {
+                    deltas.push(m[j] - control_mean[j]);
+                }
+            }
+        }
+        if deltas.is_empty() {
+            return input("the PCA perturbation baseline needs training conditions naming genes of the data");
+        }
+        let knockdown = deltas.iter().sum::<f64>() / deltas.len() as f64;
+        let rows: Vec<usize> = cells.controls.iter().chain(cells.train.iter().flat_map(|(_, r)| r)).copied().collect();
+        let mut d = Dense::zeros(rows.len(), g);
+        let mut buf = vec![0f64; g];
+        for (i, &r) in rows.iter().enumerate() {
+            lognorm_row(r, &mut buf);
+            d.row_mut(i).iter_mut().zip(&buf).for_each(|(a, &b)| *a = b as f32);
+        }
+        let k = 20.min(rows.len().saturating_sub(1)).min(g).max(1);
+        let p = sclm_preprocess::pca(&Matrix::Dense(d), k, seed, &PcaOptions::default())?;
+        Ok(PcaPerturbation { names: cells.adata.var.index.clone(), control_mean, components: p.components, knockdown })
+    }
+}
+
+impl PerturbationPredictor for PcaPerturbation {
+    fn predict_mean(&self, genes: &[String]) -> sclm_model::Result<Vec<f32>> {
+        let mut out = self.control_mean.clone();
+        let k = self.components.nrows;
+        for name in genes {
+            let j = self
+                .names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| ModelError::Input(format!("'{name}' is not a gene of the data")))?;
+            // Projection of Δ·e_j on the components, back to gene space.
+            for p in 0..k {
+                let w = self.components.get(p, j) as f64 * self.knockdown;
+                for (o, &c) in out.iter_mut().zip(self.components.row(p)) {
+                    *o += w * c as f64;
+                }
+            }
+            out[j] = self.control_mean[j] + self.knockdown;
+        }
+        Ok(out.into_iter().map(|v| v.max(0.0) as f32).collect())
     }
 }
