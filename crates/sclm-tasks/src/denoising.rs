@@ -77,6 +77,8 @@ pub fn denoising(
     let mut base = AnnData::new(Matrix::Csr(counts));
     base.obs = adata.obs.clone();
     base.var = adata.var.clone();
+    // Coordinates (obsm) stay: a model with a positional encoding reads them.
+    base.obsm = adata.obsm.clone();
     // Genes the model can read, then the most variable of them.
     let known = columns_in_vocabulary(&choice, &base.var)?;
     let mut notes = Vec::new();
@@ -145,8 +147,10 @@ pub fn denoising(
         d.data.iter_mut().for_each(|v| *v = (*v as f64 * target).ln_1p() as f32);
         Ok(d)
     };
+    // A fresh model gets a batch covariate per group (as pretraining does); a given one uses its
+    // own batch table only when it knows these batches.
     let ro =
-        ReconstructOptions { with_batch: false, with_dataset: false, whole_vocabulary: false, ..opts.cells.clone() };
+        ReconstructOptions { with_batch: true, with_dataset: false, whole_vocabulary: false, ..opts.cells.clone() };
     let fit = |epochs: usize, seed: u64| ReconstructionFit {
         epochs,
         lr: opts.lr,

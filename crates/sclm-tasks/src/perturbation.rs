@@ -101,6 +101,7 @@ pub fn perturbation(
     let mut data = AnnData::new(sclm_data::Matrix::Csr(counts));
     data.obs = adata.obs.clone();
     data.var = adata.var.clone();
+    data.obsm = adata.obsm.clone();
     // Conditions the model can mark: every gene a gene of the data (and of the model).
     let mut notes = Vec::new();
     let names: std::collections::HashSet<&str> = data.var.index.iter().map(String::as_str).collect();

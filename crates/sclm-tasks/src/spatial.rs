@@ -100,6 +100,7 @@ pub fn spatial_imputation(
         let mut b = AnnData::new(Matrix::Csr(x));
         b.obs = a.obs.clone();
         b.var = a.var.clone();
+        b.obsm = a.obsm.clone();
         Ok(b)
     };
     let mut sp = counts(spatial)?;
