@@ -235,13 +235,14 @@ impl CellPlmModel {
         device: &Device,
         progress: &mut dyn Progress,
     ) -> Result<(Box<dyn CellModel>, FitSummary)> {
+        // Everything random is drawn after seeding: a fresh model's weights too (built here on
+        // `device`, not copied from the unseeded one the protocol made), so a run repeats.
         sclm_nn::seed_everything(recipe.seed, device);
-        let plm = self.plm_on(device)?;
         let k = cells.classes.len();
         let model = if self.fresh {
-            CellPlmClassifier::new(plm, k, recipe.dropout)
+            CellPlmClassifier::new(CellPlm::new(self.plm().config(), device)?, k, recipe.dropout)
         } else {
-            CellPlmClassifier::for_finetuning(&plm, k, recipe.dropout)?.0
+            CellPlmClassifier::for_finetuning(&self.plm_on(device)?, k, recipe.dropout)?.0
         };
         let group_key = cells.opts.group_key_for(self).map(String::from);
         let opts = CorpusOptions {
