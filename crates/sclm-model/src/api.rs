@@ -288,6 +288,27 @@ pub struct PreparedCells<'a> {
     pub coords: Option<Vec<[f32; 2]>>,
 }
 
+impl PreparedCells<'_> {
+    /// Calls `f` once per forward call over these cells ([`cells::for_each_piece`] with their
+    /// counts, groups, coordinates and gene mapping), for a vocabulary of `n_vocab` genes.
+    pub fn for_each_piece(
+        &self,
+        n_vocab: usize,
+        opts: &PieceOptions,
+        f: &mut cells::PieceFn<'_, ModelError>,
+    ) -> Result<()> {
+        cells::for_each_piece(
+            n_vocab,
+            &self.counts,
+            self.groups.as_deref(),
+            self.coords.as_deref(),
+            &self.mapping,
+            opts,
+            f,
+        )
+    }
+}
+
 /// Reads counts, genes, groups and coordinates of `adata` for `model` through the one
 /// gene-matching path.
 pub fn prepare<'a>(model: &dyn CellModel, adata: &'a AnnData, opts: &EmbedOptions) -> Result<PreparedCells<'a>> {
@@ -322,22 +343,14 @@ pub fn embed_prepared(
     let mut out = Dense::zeros(p.counts.nrows, d);
     let e = model.embedder()?;
     let mut done = 0;
-    cells::for_each_piece(
-        model.genes().len(),
-        &p.counts,
-        p.groups.as_deref(),
-        p.coords.as_deref(),
-        &p.mapping,
-        opts,
-        &mut |rows, counts, pc| {
-            let v = e.embed_piece(counts, pc)?;
-            check_len(v.len(), rows.len(), d)?;
-            out.set_rows(rows, &v);
-            done += rows.len();
-            progress(done);
-            Ok(())
-        },
-    )?;
+    p.for_each_piece(model.genes().len(), opts, &mut |rows, counts, pc| {
+        let v = e.embed_piece(counts, pc)?;
+        check_len(v.len(), rows.len(), d)?;
+        out.set_rows(rows, &v);
+        done += rows.len();
+        progress(done);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -385,32 +398,24 @@ pub fn predict(
     }
     let (mut pred, mut prob) = (vec![String::new(); n], vec![f32::NAN; n]);
     let mut done = 0;
-    cells::for_each_piece(
-        model.genes().len(),
-        &p.counts,
-        p.groups.as_deref(),
-        p.coords.as_deref(),
-        &p.mapping,
-        &opts.pieces,
-        &mut |rows, counts, pc| {
-            let pr = clf.probabilities(counts, pc)?;
-            if pr.len() != rows.len() * k {
-                return Err(ModelError::Input(format!(
-                    "the classifier returned {} probabilities for {} cells × {k} classes",
-                    pr.len(),
-                    rows.len()
-                )));
-            }
-            for (i, &r) in rows.iter().enumerate() {
-                let (c, v) = argmax(&pr[i * k..(i + 1) * k]);
-                pred[r] = classes[c].clone();
-                prob[r] = v;
-            }
-            done += rows.len();
-            progress(done);
-            Ok(())
-        },
-    )?;
+    p.for_each_piece(model.genes().len(), &opts.pieces, &mut |rows, counts, pc| {
+        let pr = clf.probabilities(counts, pc)?;
+        if pr.len() != rows.len() * k {
+            return Err(ModelError::Input(format!(
+                "the classifier returned {} probabilities for {} cells × {k} classes",
+                pr.len(),
+                rows.len()
+            )));
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            let (c, v) = argmax(&pr[i * k..(i + 1) * k]);
+            pred[r] = classes[c].clone();
+            prob[r] = v;
+        }
+        done += rows.len();
+        progress(done);
+        Ok(())
+    })?;
     Ok((pred, prob, p.matched))
 }
 
@@ -419,7 +424,8 @@ pub fn argmax(row: &[f32]) -> (usize, f32) {
     row.iter().enumerate().fold((0, f32::MIN), |b, (c, &v)| if v > b.1 { (c, v) } else { b })
 }
 
-fn check_len(got: usize, cells: usize, d: usize) -> Result<()> {
+/// Checks that a piece's output holds `cells × d` values.
+pub fn check_len(got: usize, cells: usize, d: usize) -> Result<()> {
     if got != cells * d {
         return Err(ModelError::Input(format!("the model returned {got} values for {cells} cells × {d} dimensions")));
     }

@@ -455,16 +455,7 @@ impl PcaPerturbation {
                 }
             }
         };
-        let mean_of = |rows: &[usize]| -> Vec<f64> {
-            let mut m = vec![0f64; g];
-            let mut buf = vec![0f64; g];
-            for &r in rows {
-                lognorm_row(r, &mut buf);
-                m.iter_mut().zip(&buf).for_each(|(a, b)| *a += b);
-            }
-            m.iter_mut().for_each(|v| *v /= rows.len().max(1) as f64);
-            m
-        };
+        let mean_of = |rows: &[usize]| crate::perturbation::mean_lognorm(&x, rows);
         let control_mean = mean_of(cells.controls);
         let mut deltas = Vec::new();
         for (genes, rows) in cells.train {

@@ -166,20 +166,8 @@ pub fn perturbation(
     stage(&format!("training {family} to predict perturbations ({} epochs)", opts.epochs.max(1)));
     let predictor = model.fit_perturbation(&cells, &fit, device, progress)?;
     // Truth: log1p(x / Σx · 1e4) per cell, averaged per condition.
-    let lognorm = |rows: &[usize]| -> Vec<f32> {
-        let x = data.x.to_csr();
-        let mut m = vec![0f64; data.n_vars()];
-        for &r in rows {
-            let (idx, val) = x.row(r);
-            let total: f64 = val.iter().map(|&v| v as f64).sum();
-            if total > 0.0 {
-                for (&j, &v) in idx.iter().zip(val) {
-                    m[j as usize] += (v as f64 / total * 1e4).ln_1p();
-                }
-            }
-        }
-        m.into_iter().map(|v| (v / rows.len().max(1) as f64) as f32).collect()
-    };
+    let x = data.x.to_csr();
+    let lognorm = |rows: &[usize]| -> Vec<f32> { mean_lognorm(&x, rows).into_iter().map(|v| v as f32).collect() };
     let control_mean = lognorm(&controls);
     let control_pred = predictor.predict_mean(&[])?;
     // Genes the model predicts (the others are NaN): every method is scored on them only.
@@ -217,4 +205,21 @@ pub fn perturbation(
         n_controls: controls.len(),
         notes,
     })
+}
+
+/// Mean of `log1p(x / Σx · 1e4)` over the rows `rows` of `x` (cells with no counts count as
+/// zeros): the profile every perturbation method is scored on.
+pub fn mean_lognorm(x: &sclm_data::CsrMatrix, rows: &[usize]) -> Vec<f64> {
+    let mut m = vec![0f64; x.ncols];
+    for &r in rows {
+        let (idx, val) = x.row(r);
+        let total: f64 = val.iter().map(|&v| v as f64).sum();
+        if total > 0.0 {
+            for (&j, &v) in idx.iter().zip(val) {
+                m[j as usize] += (v as f64 / total * 1e4).ln_1p();
+            }
+        }
+    }
+    m.iter_mut().for_each(|v| *v /= rows.len().max(1) as f64);
+    m
 }

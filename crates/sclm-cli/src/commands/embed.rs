@@ -85,13 +85,7 @@ struct Outputs<'m> {
 impl Outputs<'_> {
     fn piece(&mut self, rows: &[usize], counts: &CsrRows<'_>, coords: Option<&[[f32; 2]]>) -> sclm_model::Result<()> {
         let e = self.embedder.embed_piece(counts, coords)?;
-        if e.len() != rows.len() * self.emb.ncols {
-            return Err(sclm_model::ModelError::Input(format!(
-                "the model returned {} values for {} cells",
-                e.len(),
-                rows.len()
-            )));
-        }
+        sclm_model::api::check_len(e.len(), rows.len(), self.emb.ncols)?;
         self.emb.set_rows(rows, &e);
         if let Some((plm, g, opts)) = &mut self.attention {
             g.add_group(rows, &top_k_attention(plm, counts, coords, opts)?)?;
@@ -190,19 +184,11 @@ fn embed_in_memory(
         done: 0,
     };
     let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
-    cells::for_each_piece(
-        model.genes().len(),
-        &p.counts,
-        p.groups.as_deref(),
-        p.coords.as_deref(),
-        &p.mapping,
-        &opts.pieces,
-        &mut |rows, c, pc| {
-            out.piece(rows, c, pc)?;
-            pb.set_position(out.done as u64);
-            Ok(())
-        },
-    )
+    p.for_each_piece(model.genes().len(), &opts.pieces, &mut |rows, c, pc| {
+        out.piece(rows, c, pc)?;
+        pb.set_position(out.done as u64);
+        Ok(())
+    })
     .with_context(|| file.clone())?;
     pb.finish_and_clear();
     drop(p);
