@@ -9,12 +9,14 @@ pub use sclm_model::cells::{for_each_piece, plan_pieces, stream_pieces, CellLabe
 pub use sclm_model::{EmbedOptions, GeneMapping};
 
 use crate::error::Result;
+use crate::family::CellPlmModel;
 use crate::model::CellPlm;
 
 /// Embeds a chunk of CSR rows (cells × dataset genes): `groups` gives each row's group label
 /// (`None` = one group), `coords` optional coordinates. Groups are formed within the chunk
 /// only. Returns `rows × latent_dim` in row order; `progress` receives the number of rows of
-/// this chunk done. Deterministic for a deterministic model.
+/// this chunk done. Deterministic for a deterministic model. The model layer's
+/// [`sclm_model::embed_rows`] on `model` with the default registry.
 pub fn embed_chunk(
     model: &CellPlm,
     x: &CsrMatrix,
@@ -24,24 +26,16 @@ pub fn embed_chunk(
     opts: &PieceOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dense<f32>> {
-    let mut out = Dense::zeros(x.nrows, model.latent_dim());
-    let mut done = 0;
-    let fast = model.inference();
-    for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |part, counts, pc| {
-        let e = fast.embed_group(counts, pc)?;
-        out.set_rows(part, &e);
-        done += part.len();
-        progress(done);
-        Ok(())
-    })?;
-    Ok(out)
+    let m = CellPlmModel::new(model.clone(), Default::default());
+    Ok(sclm_model::embed_rows(&m, x, groups, coords, mapping, opts, progress)?)
 }
 
 /// Embeds a file too large to hold, reading `X` in row chunks through `read_rows(a, b)` (rows
 /// `a..b` as CSR with the dataset's genes as columns, e.g. from `sclm_io::H5adRowReader`).
 /// The result is identical to [`embed_chunk`] on the whole matrix; see [`stream_pieces`] for
 /// how rows are read and what is held in memory (here, in addition, the output
-/// `n_obs × latent_dim`). `progress` receives the number of cells embedded so far.
+/// `n_obs × latent_dim`). `progress` receives the number of cells embedded so far. The model
+/// layer's [`sclm_model::embed_streaming`] on `model` with the default registry.
 pub fn embed_streaming<E: From<ModelError>>(
     model: &CellPlm,
     cells: &CellLabels<'_>,
@@ -51,17 +45,8 @@ pub fn embed_streaming<E: From<ModelError>>(
     read_rows: &mut dyn FnMut(usize, usize) -> std::result::Result<CsrMatrix, E>,
     progress: &mut dyn FnMut(usize),
 ) -> std::result::Result<Dense<f32>, E> {
-    let mut out = Dense::zeros(cells.n_obs, model.latent_dim());
-    let mut done = 0;
-    let fast = model.inference();
-    stream_pieces(model.genes().len(), cells, mapping, opts, stream, read_rows, &mut |part, counts, pc| {
-        let e = fast.embed_group(counts, pc).map_err(ModelError::from)?;
-        out.set_rows(part, &e);
-        done += part.len();
-        progress(done);
-        Ok(())
-    })?;
-    Ok(out)
+    let m = CellPlmModel::new(model.clone(), Default::default());
+    sclm_model::embed_streaming(&m, cells, mapping, opts, stream, read_rows, progress)
 }
 
 #[cfg(test)]

@@ -339,11 +339,26 @@ pub fn embed_prepared(
     opts: &PieceOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dense<f32>> {
+    embed_rows(model, &p.counts, p.groups.as_deref(), p.coords.as_deref(), &p.mapping, opts, progress)
+}
+
+/// Embeds the rows of `x` (cells × dataset genes, held in memory): `groups` gives each row's
+/// group label (`None` = one group), `coords` its coordinates. Returns `rows × embedding_dim`
+/// in row order; `progress` receives the number of rows done.
+pub fn embed_rows(
+    model: &dyn CellModel,
+    x: &CsrMatrix,
+    groups: Option<&[String]>,
+    coords: Option<&[[f32; 2]]>,
+    mapping: &GeneMapping,
+    opts: &PieceOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Dense<f32>> {
     let d = model.embedding_dim();
-    let mut out = Dense::zeros(p.counts.nrows, d);
+    let mut out = Dense::zeros(x.nrows, d);
     let e = model.embedder()?;
     let mut done = 0;
-    p.for_each_piece(model.genes().len(), opts, &mut |rows, counts, pc| {
+    cells::for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |rows, counts, pc| {
         let v = e.embed_piece(counts, pc)?;
         check_len(v.len(), rows.len(), d)?;
         out.set_rows(rows, &v);

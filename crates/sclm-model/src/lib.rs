@@ -22,9 +22,9 @@ pub mod finetune;
 pub mod genes;
 
 pub use api::{
-    argmax, embed, embed_prepared, embed_streaming, load_any, predict, prepare, CellModel, EmbedOptions, Family,
-    PerturbationCells, PerturbationPredictor, PieceClassifier, PieceEmbedder, PreparedCells, ReconstructOptions,
-    ReconstructionFit,
+    argmax, embed, embed_prepared, embed_rows, embed_streaming, load_any, predict, prepare, CellModel, EmbedOptions,
+    Family, PerturbationCells, PerturbationPredictor, PieceClassifier, PieceEmbedder, PreparedCells,
+    ReconstructOptions, ReconstructionFit,
 };
 pub use cells::{CellLabels, PieceOptions, StreamOptions};
 pub use dir::{read_manifest, save_atomic, Manifest, ModelKind, Registry};
