@@ -27,7 +27,10 @@ pub fn embed_chunk(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dense<f32>> {
     let m = CellPlmModel::new(model.clone(), Default::default());
-    Ok(sclm_model::embed_rows(&m, x, groups, coords, mapping, opts, progress)?)
+    Ok(sclm_model::embed_rows(&m, x, groups, coords, mapping, opts, &mut |n| {
+        progress(n);
+        Ok(())
+    })?)
 }
 
 /// Embeds a file too large to hold, reading `X` in row chunks through `read_rows(a, b)` (rows

@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::path::Path;
 
-use sclm_data::{AnnData, CsrMatrix, Dense};
+use sclm_data::{AnnData, CsrMatrix, Dense, RowSource};
 use sclm_nn::burn::tensor::Device;
 use sclm_nn::embedding::CsrRows;
 use sclm_preprocess::GeneMatch;
@@ -42,7 +42,7 @@ pub trait PieceClassifier {
 }
 
 /// A loaded model of any family.
-pub trait CellModel {
+pub trait CellModel: Send + Sync {
     /// The family name written in the manifest (`cellplm`, ...).
     fn family(&self) -> &str;
     /// The manifest (registry of input preparation, classes).
@@ -297,15 +297,8 @@ impl PreparedCells<'_> {
         opts: &PieceOptions,
         f: &mut cells::PieceFn<'_, ModelError>,
     ) -> Result<()> {
-        cells::for_each_piece(
-            n_vocab,
-            &self.counts,
-            self.groups.as_deref(),
-            self.coords.as_deref(),
-            &self.mapping,
-            opts,
-            f,
-        )
+        let counts: &CsrMatrix = &self.counts;
+        cells::for_each_piece(n_vocab, counts, self.groups.as_deref(), self.coords.as_deref(), &self.mapping, opts, f)
     }
 }
 
@@ -339,23 +332,29 @@ pub fn embed_prepared(
     opts: &PieceOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dense<f32>> {
-    embed_rows(model, &p.counts, p.groups.as_deref(), p.coords.as_deref(), &p.mapping, opts, progress)
+    let counts: &CsrMatrix = &p.counts;
+    embed_rows(model, counts, p.groups.as_deref(), p.coords.as_deref(), &p.mapping, opts, &mut |n| {
+        progress(n);
+        Ok(())
+    })
 }
 
-/// Embeds the rows of `x` (cells × dataset genes, held in memory): `groups` gives each row's
-/// group label (`None` = one group), `coords` its coordinates. Returns `rows × embedding_dim`
-/// in row order; `progress` receives the number of rows done.
+/// Embeds the rows of `x` (cells × dataset genes: an in-memory CSR matrix or any
+/// [`RowSource`], such as a borrowed NumPy or SciPy matrix): `groups` gives each row's group
+/// label (`None` = one group), `coords` its coordinates. Returns `rows × embedding_dim` in row
+/// order. `progress` receives the number of rows done after each forward call; an error it
+/// returns (e.g. [`ModelError::Interrupted`]) stops the work.
 pub fn embed_rows(
     model: &dyn CellModel,
-    x: &CsrMatrix,
+    x: &dyn RowSource,
     groups: Option<&[String]>,
     coords: Option<&[[f32; 2]]>,
     mapping: &GeneMapping,
     opts: &PieceOptions,
-    progress: &mut dyn FnMut(usize),
+    progress: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<Dense<f32>> {
     let d = model.embedding_dim();
-    let mut out = Dense::zeros(x.nrows, d);
+    let mut out = Dense::zeros(x.nrows(), d);
     let e = model.embedder()?;
     let mut done = 0;
     cells::for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |rows, counts, pc| {
@@ -363,8 +362,7 @@ pub fn embed_rows(
         check_len(v.len(), rows.len(), d)?;
         out.set_rows(rows, &v);
         done += rows.len();
-        progress(done);
-        Ok(())
+        progress(done)
     })?;
     Ok(out)
 }
@@ -403,17 +401,37 @@ pub fn predict(
     opts: &EmbedOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<String>, Vec<f32>, GeneMatch)> {
+    let p = prepare(model, adata, opts)?;
+    let counts: &CsrMatrix = &p.counts;
+    let (pred, prob) =
+        predict_rows(model, counts, p.groups.as_deref(), p.coords.as_deref(), &p.mapping, &opts.pieces, &mut |n| {
+            progress(n);
+            Ok(())
+        })?;
+    Ok((pred, prob, p.matched))
+}
+
+/// [`predict`] on the rows of `x` (see [`embed_rows`] for the arguments): the class name and
+/// its probability per row.
+pub fn predict_rows(
+    model: &dyn CellModel,
+    x: &dyn RowSource,
+    groups: Option<&[String]>,
+    coords: Option<&[[f32; 2]]>,
+    mapping: &GeneMapping,
+    opts: &PieceOptions,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<(Vec<String>, Vec<f32>)> {
     let classes = model.manifest().classes.clone();
     let clf = model.classifier()?;
-    let p = prepare(model, adata, opts)?;
-    let n = p.counts.nrows;
+    let n = x.nrows();
     let k = classes.len();
     if k == 0 {
         return Err(ModelError::Config("the classifier's manifest lists no classes".into()));
     }
     let (mut pred, mut prob) = (vec![String::new(); n], vec![f32::NAN; n]);
     let mut done = 0;
-    p.for_each_piece(model.genes().len(), &opts.pieces, &mut |rows, counts, pc| {
+    cells::for_each_piece(model.genes().len(), x, groups, coords, mapping, opts, &mut |rows, counts, pc| {
         let pr = clf.probabilities(counts, pc)?;
         if pr.len() != rows.len() * k {
             return Err(ModelError::Input(format!(
@@ -428,10 +446,9 @@ pub fn predict(
             prob[r] = v;
         }
         done += rows.len();
-        progress(done);
-        Ok(())
+        progress(done)
     })?;
-    Ok((pred, prob, p.matched))
+    Ok((pred, prob))
 }
 
 /// Index and value of the largest entry (the first on ties).

@@ -6,7 +6,7 @@
 //! step, not to this data.
 use std::collections::BTreeMap;
 
-use sclm_data::{AnnData, Array2, CsrMatrix, DataFrame, Matrix};
+use sclm_data::{AnnData, Array2, CsrMatrix, DataFrame, Matrix, RowSource};
 use sclm_nn::embedding::CsrRows;
 
 use crate::error::{ModelError, Result};
@@ -72,34 +72,72 @@ pub fn counts_matrix<'a>(adata: &'a AnnData, layer: Option<&str>) -> Result<std:
 /// cells (increasing), their counts re-indexed onto the vocabulary, their coordinates.
 pub type PieceFn<'f, E> = dyn FnMut(&[usize], &CsrRows<'_>, Option<&[[f32; 2]]>) -> std::result::Result<(), E> + 'f;
 
-/// Calls `f` once per forward call of [`plan_pieces`] over the rows of `x` (held in memory),
-/// in the order of [`plan_pieces`]. The inputs are checked by [`check_counts`].
+/// Calls `f` once per forward call of [`plan_pieces`] over the rows of `x`, in the order of
+/// [`plan_pieces`]. An in-memory [`CsrMatrix`] is read in place and checked by [`check_counts`]
+/// before the first call; any other [`RowSource`] (a borrowed NumPy or SciPy matrix) is read one
+/// forward call at a time, each call's rows checked as they are gathered.
 pub fn for_each_piece(
     n_vocab: usize,
-    x: &CsrMatrix,
+    x: &dyn RowSource,
     groups: Option<&[String]>,
     coords: Option<&[[f32; 2]]>,
     mapping: &GeneMapping,
     opts: &PieceOptions,
     f: &mut PieceFn<'_, ModelError>,
 ) -> Result<()> {
-    let n = x.nrows;
-    if x.ncols != mapping.n_dataset_cols() {
+    let n = x.nrows();
+    if x.ncols() != mapping.n_dataset_cols() {
         return Err(ModelError::Input(format!(
             "counts have {} genes, the gene mapping expects {}",
-            x.ncols,
+            x.ncols(),
             mapping.n_dataset_cols()
         )));
     }
     check_labels(n_vocab, n, groups, coords, mapping)?;
-    check_counts(x, opts.allow_non_integer)?;
+    let whole = x.as_csr();
+    if let Some(m) = whole {
+        check_counts(m, opts.allow_non_integer)?;
+    }
     for part in plan_pieces(groups, n, opts.max_cells_per_forward) {
-        let (ptr, idx, val) = mapping.remap(x, &part);
+        let (ptr, idx, val) = match whole {
+            Some(m) => mapping.remap(m, &part),
+            None => {
+                let sub = x.gather(&part)?;
+                check_counts_rows(&sub, &part, opts.allow_non_integer)?;
+                let all: Vec<usize> = (0..part.len()).collect();
+                mapping.remap(&sub, &all)
+            }
+        };
         let counts = CsrRows::new(n_vocab, &ptr, &idx, &val)?;
         let pc: Option<Vec<[f32; 2]>> = coords.map(|c| part.iter().map(|&r| c[r]).collect());
         f(&part, &counts, pc.as_deref())?;
     }
     Ok(())
+}
+
+/// The forward calls of [`plan_pieces`] dealt into `n` shards of near-equal cell counts, whole
+/// calls only (cells that attend to each other are never split), and shard `i` (from 0) of
+/// them. Calls are taken in order of their first row, so without groups each shard is one
+/// contiguous row range. The union of the shards is every call exactly once, so embedding the
+/// shards separately gives the unsharded embedding bit for bit.
+pub fn shard_pieces(pieces: Vec<Vec<usize>>, i: usize, n: usize) -> Result<Vec<Vec<usize>>> {
+    if n == 0 || i >= n {
+        return Err(ModelError::Input(format!("shard {} of {n} does not exist (shards are 1..={n})", i + 1)));
+    }
+    let mut order: Vec<Vec<usize>> = pieces;
+    order.sort_by_key(|p| p.first().copied().unwrap_or(usize::MAX));
+    let total: usize = order.iter().map(|p| p.len()).sum();
+    // A call belongs to the shard where its first cell falls in the cumulative cell count.
+    let mut before = 0usize;
+    let mut out = Vec::new();
+    for p in order {
+        let s = if total == 0 { 0 } else { ((before as u128 * n as u128) / total as u128) as usize };
+        before += p.len();
+        if s == i {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn check_labels(
@@ -332,8 +370,17 @@ pub fn check_counts(x: &CsrMatrix, allow_non_integer: bool) -> Result<()> {
 
 /// [`check_counts`] for rows that start at row `first` of the dataset (for the messages).
 pub fn check_counts_from(x: &CsrMatrix, first: usize, allow_non_integer: bool) -> Result<()> {
+    check_counts_named(x, &|i| first + i, allow_non_integer)
+}
+
+/// [`check_counts`] for rows gathered from dataset rows `rows` (for the messages).
+pub fn check_counts_rows(x: &CsrMatrix, rows: &[usize], allow_non_integer: bool) -> Result<()> {
+    check_counts_named(x, &|i| rows[i], allow_non_integer)
+}
+
+fn check_counts_named(x: &CsrMatrix, row: &dyn Fn(usize) -> usize, allow_non_integer: bool) -> Result<()> {
     for i in 0..x.nrows {
-        let r = first + i;
+        let r = row(i);
         let (cols, vals) = x.row(i);
         for (&c, &v) in cols.iter().zip(vals) {
             if !v.is_finite() || v < 0.0 {
@@ -393,5 +440,78 @@ mod tests {
         assert!(e.contains("obsm['spatial'] has 1 column(s)"), "{e}");
         let e = coordinates(&obsm, "xy").unwrap_err().to_string();
         assert!(e.contains("'xy'") && e.contains("available: spatial"), "{e}");
+    }
+
+    /// What each forward call sees, as owned rows: (dataset rows, indptr, vocab indices, values).
+    fn pieces_seen(x: &dyn RowSource, groups: Option<&[String]>, allow: bool) -> Result<Vec<(Vec<usize>, Vec<u32>)>> {
+        // Vocabulary = dataset columns reversed, so the remap is not the identity.
+        let n = x.ncols();
+        let mapping = GeneMapping::new((0..n).rev().map(Some).collect(), n)?;
+        let opts = PieceOptions { max_cells_per_forward: 3, allow_non_integer: allow };
+        let mut seen = Vec::new();
+        for_each_piece(n, x, groups, None, &mapping, &opts, &mut |rows, c, _| {
+            let bits: Vec<u32> = c
+                .indptr
+                .iter()
+                .map(|&p| p as u32)
+                .chain(c.indices.iter().copied())
+                .chain(c.data.iter().map(|v| v.to_bits()))
+                .collect();
+            seen.push((rows.to_vec(), bits));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn borrowed_views_give_the_forward_calls_of_the_in_memory_matrix() {
+        let (nr, nc) = (8, 4);
+        let dense: Vec<f64> = (0..nr * nc).map(|k| ((k * 7) % 5) as f64).collect();
+        let m = CsrMatrix::from_dense(
+            &sclm_data::Dense::from_vec(nr, nc, dense.iter().map(|&v| v as f32).collect()).unwrap(),
+        );
+        let groups: Vec<String> = (0..nr).map(|r| ["b", "a"][r % 2].to_string()).collect();
+        let want = pieces_seen(&m, Some(&groups), false).unwrap();
+        assert_eq!(want.len(), 4);
+        let view = sclm_data::DenseView::new(nr, nc, &dense, nc, 1).unwrap();
+        assert_eq!(pieces_seen(&view, Some(&groups), false).unwrap(), want);
+        let ptr: Vec<i64> = m.indptr.iter().map(|&p| p as i64).collect();
+        let csr = sclm_data::CsrView::new(nr, nc, &ptr, &m.indices, &m.data).unwrap();
+        assert_eq!(pieces_seen(&csr, Some(&groups), false).unwrap(), want);
+        // A bad value is reported with its dataset row, as for the in-memory matrix.
+        let mut bad = dense.clone();
+        bad[5 * nc + 2] = 0.5;
+        let view = sclm_data::DenseView::new(nr, nc, &bad, nc, 1).unwrap();
+        let e = pieces_seen(&view, Some(&groups), false).unwrap_err().to_string();
+        assert!(e.contains("cell 5, gene 2 holds 0.5"), "{e}");
+    }
+
+    #[test]
+    fn shards_hold_whole_calls_and_cover_every_call_once() {
+        let groups: Vec<String> = (0..40).map(|r| ["x", "y", "z"][r % 3].to_string()).collect();
+        for g in [None, Some(groups.as_slice())] {
+            let pieces = plan_pieces(g, 40, 6);
+            for n in [1, 2, 3, 7] {
+                let mut all: Vec<Vec<usize>> = Vec::new();
+                let mut sizes = Vec::new();
+                for i in 0..n {
+                    let s = shard_pieces(pieces.clone(), i, n).unwrap();
+                    sizes.push(s.iter().map(|p| p.len()).sum::<usize>());
+                    all.extend(s);
+                }
+                let mut want = pieces.clone();
+                want.sort();
+                all.sort();
+                assert_eq!(all, want, "{n} shards");
+                // Near-equal: no shard exceeds its share by more than one call.
+                assert!(sizes.iter().all(|&c| c <= 40 / n + 6), "{sizes:?}");
+            }
+            // Without groups every shard is one contiguous row range.
+            if g.is_none() {
+                let s: Vec<usize> = shard_pieces(pieces.clone(), 1, 3).unwrap().concat();
+                assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{s:?}");
+            }
+        }
+        assert!(shard_pieces(vec![], 2, 2).unwrap_err().to_string().contains("shard 3 of 2"));
     }
 }

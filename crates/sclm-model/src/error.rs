@@ -29,6 +29,9 @@ pub enum ModelError {
     /// Failure inside a model family (its own error type).
     #[error(transparent)]
     Family(Box<dyn std::error::Error + Send + Sync>),
+    /// The caller asked to stop (Ctrl-C in the Python package, through a progress callback).
+    #[error("interrupted")]
+    Interrupted,
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
     Io {

@@ -22,8 +22,8 @@ pub mod finetune;
 pub mod genes;
 
 pub use api::{
-    argmax, embed, embed_prepared, embed_rows, embed_streaming, load_any, predict, prepare, CellModel, EmbedOptions,
-    Family, PerturbationCells, PerturbationPredictor, PieceClassifier, PieceEmbedder, PreparedCells,
+    argmax, embed, embed_prepared, embed_rows, embed_streaming, load_any, predict, predict_rows, prepare, CellModel,
+    EmbedOptions, Family, PerturbationCells, PerturbationPredictor, PieceClassifier, PieceEmbedder, PreparedCells,
     ReconstructOptions, ReconstructionFit,
 };
 pub use cells::{CellLabels, PieceOptions, StreamOptions};
