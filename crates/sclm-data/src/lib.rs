@@ -19,7 +19,7 @@ mod value;
 pub use anndata::{AnnData, Raw};
 pub use frame::{make_unique, Column, DataFrame};
 pub use matrix::{Array2, CsrMatrix, Dense, Matrix};
-pub use rows::{CscView, CsrView, DenseView, Index, RowSource};
+pub use rows::{CscView, CsrView, DenseView, Index, RowSource, Scalar};
 pub use value::Value;
 
 /// Errors raised when an in-memory object is inconsistent.

@@ -56,7 +56,7 @@ pub trait Index: Copy + Send + Sync {
 }
 
 /// A value type of a borrowed matrix (`float32`, `float64`, `int32`, `int64`).
-pub trait Value: Copy + Send + Sync {
+pub trait Scalar: Copy + Send + Sync {
     /// The value in single precision (rounded to nearest, as `h5ad` readers do).
     fn to_f32(self) -> f32;
 }
@@ -72,16 +72,16 @@ macro_rules! index {
 }
 index!(i32, i64, u32, u64);
 
-macro_rules! value {
+macro_rules! scalar {
     ($($t:ty),*) => {$(
-        impl Value for $t {
+        impl Scalar for $t {
             fn to_f32(self) -> f32 {
                 self as f32
             }
         }
     )*};
 }
-value!(f32, f64, i32, i64, u32, u64);
+scalar!(f32, f64, i32, i64, u32, u64);
 
 fn check_row(r: usize, nrows: usize) -> Result<()> {
     if r >= nrows {
@@ -102,7 +102,7 @@ pub struct CsrView<'a, P, I, V> {
     data: &'a [V],
 }
 
-impl<'a, P: Index, I: Index, V: Value> CsrView<'a, P, I, V> {
+impl<'a, P: Index, I: Index, V: Scalar> CsrView<'a, P, I, V> {
     /// Borrows `nrows × ncols` CSR buffers; checks their lengths (not their contents).
     pub fn new(nrows: usize, ncols: usize, indptr: &'a [P], indices: &'a [I], data: &'a [V]) -> Result<Self> {
         check_compressed("CSR", nrows, indptr, indices, data)?;
@@ -116,7 +116,7 @@ impl<'a, P: Index, I: Index, V: Value> CsrView<'a, P, I, V> {
     }
 }
 
-impl<P: Index, I: Index, V: Value> RowSource for CsrView<'_, P, I, V> {
+impl<P: Index, I: Index, V: Scalar> RowSource for CsrView<'_, P, I, V> {
     fn nrows(&self) -> usize {
         self.nrows
     }
@@ -153,7 +153,7 @@ pub struct CscView<'a, P, I, V> {
     data: &'a [V],
 }
 
-impl<'a, P: Index, I: Index, V: Value> CscView<'a, P, I, V> {
+impl<'a, P: Index, I: Index, V: Scalar> CscView<'a, P, I, V> {
     /// Borrows `nrows × ncols` CSC buffers (`indptr` has `ncols + 1` entries); checks their
     /// lengths (not their contents).
     pub fn new(nrows: usize, ncols: usize, indptr: &'a [P], indices: &'a [I], data: &'a [V]) -> Result<Self> {
@@ -162,7 +162,7 @@ impl<'a, P: Index, I: Index, V: Value> CscView<'a, P, I, V> {
     }
 }
 
-impl<P: Index, I: Index, V: Value> RowSource for CscView<'_, P, I, V> {
+impl<P: Index, I: Index, V: Scalar> RowSource for CscView<'_, P, I, V> {
     fn nrows(&self) -> usize {
         self.nrows
     }
@@ -224,7 +224,7 @@ pub struct DenseView<'a, V> {
     col_stride: usize,
 }
 
-impl<'a, V: Value + PartialEq + Default> DenseView<'a, V> {
+impl<'a, V: Scalar + PartialEq + Default> DenseView<'a, V> {
     /// Borrows `nrows × ncols` values, element `(r, c)` at `data[r·row_stride + c·col_stride]`;
     /// checks that every element lies inside `data`.
     pub fn new(nrows: usize, ncols: usize, data: &'a [V], row_stride: usize, col_stride: usize) -> Result<Self> {
@@ -244,7 +244,7 @@ impl<'a, V: Value + PartialEq + Default> DenseView<'a, V> {
     }
 }
 
-impl<V: Value + PartialEq + Default> RowSource for DenseView<'_, V> {
+impl<V: Scalar + PartialEq + Default> RowSource for DenseView<'_, V> {
     fn nrows(&self) -> usize {
         self.nrows
     }
