@@ -22,6 +22,7 @@ pub mod inference;
 pub mod model;
 pub mod perturb;
 pub mod pretrain;
+pub mod pretrain_run;
 pub mod weights;
 
 pub use bench::{bench_embed, BenchResult};
@@ -32,6 +33,10 @@ pub use family::{CellPlmFamily, CellPlmModel, FAMILY};
 pub use inference::CellPlmInference;
 pub use model::{nb_loss, CellPlm, Covariates, DecoderOutput, GroupInput, GroupOutput};
 pub use pretrain::{pretrain, union_vocabulary, Corpus, CorpusOptions, MaskConfig, PretrainConfig, TrainGroup};
+pub use pretrain_run::{
+    default_run_dir, prepare_pretraining, pretrain_datasets, ConfigChoice, PreparedPretraining, PretrainOutcome,
+    PretrainRun,
+};
 pub use sclm_weights::LoadReport;
 pub use weights::Preprocessing;
 

@@ -1,12 +1,11 @@
 //! `sclm pretrain cellplm`: masked-cell pretraining on one or more .h5ad files.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use sclm_cellplm::pretrain::{Corpus, CorpusOptions, MaskConfig, PretrainConfig};
-use sclm_cellplm::{CellPlm, CellPlmConfig, Preprocessing};
-use sclm_nn::train::{EpochReport, Progress, StepReport};
+use anyhow::Result;
+use sclm_cellplm::pretrain_run::{default_run_dir, prepare_pretraining, ConfigChoice, PretrainRun};
+use sclm_model::CellModel;
+use sclm_nn::train::{Progress, StepReport};
 
 use crate::Global;
 
@@ -28,7 +27,8 @@ pub struct Args {
     /// own genes.
     #[arg(required = true)]
     pub input: Vec<PathBuf>,
-    /// Architecture: `small` (hidden 256, 2 layers; CPU), `85m` (the published 85M) or a JSON config file.
+    /// Architecture: `small` (hidden 256, 2 layers; CPU), `85m` (the published 85M) or a JSON config file
+    /// (an empty `gene_list` there takes the union vocabulary).
     #[arg(long, default_value = "small")]
     pub config: String,
     /// Output model directory (model.json, config.json, model.safetensors, genes.txt).
@@ -74,16 +74,12 @@ pub struct Args {
 
 struct Bar {
     pb: indicatif::ProgressBar,
-    epochs: Vec<EpochReport>,
 }
 
 impl Progress for Bar {
     fn on_step(&mut self, _batch: usize, _n: usize, r: &StepReport) {
         self.pb.set_position(r.step as u64 + 1); // a resumed run starts past zero
         self.pb.set_message(format!("epoch {} loss {:.1}", r.epoch + 1, r.loss));
-    }
-    fn on_epoch(&mut self, r: &EpochReport) {
-        self.epochs.push(r.clone());
     }
 }
 
@@ -93,9 +89,6 @@ fn dataset_name(path: &Path) -> String {
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let Family::Cellplm = a.family;
-    if a.epochs == 0 {
-        bail!("--epochs must be at least 1");
-    }
     let mut datasets = Vec::new();
     let mut names = Vec::new();
     for p in &a.input {
@@ -109,98 +102,35 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         datasets.push(ad);
     }
     let named: Vec<(String, &sclm_data::AnnData)> = names.iter().cloned().zip(datasets.iter()).collect();
-    let mut config = match a.config.as_str() {
-        "small" => CellPlmConfig::small(sclm_cellplm::union_vocabulary(&named)),
-        "85m" => CellPlmConfig::published_85m(sclm_cellplm::union_vocabulary(&named)),
-        file => {
-            let mut c = CellPlmConfig::from_json_file(file)?;
-            if c.gene_list.is_empty() {
-                c.gene_list = sclm_cellplm::union_vocabulary(&named);
-                c.out_dim = c.gene_list.len();
-            }
-            c
-        }
-    };
-    let masking = MaskConfig {
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| default_run_dir(&a.output));
+    let run = PretrainRun {
+        config: ConfigChoice::from_name_or_file(&a.config),
         mask_node_rate: a.mask_node_rate,
         mask_feature_rate: a.mask_feature_rate,
         drop_node_rate: a.drop_node_rate,
-        max_cells: a.max_cells_per_group.max(1),
-        mask_beta: true,
-    };
-    let opts = CorpusOptions {
-        group_key: Some(a.group_key.clone()),
-        spatial_key: Some(a.spatial_key.clone()),
+        group_key: a.group_key.clone(),
+        spatial_key: a.spatial_key.clone(),
         layer: a.layer.clone(),
-        max_cells_per_group: a.max_cells_per_group.max(1),
-        seed: g.seed,
-        allow_non_integer: false,
-    };
-    let corpus = Corpus::build(&named, &config.gene_list, &opts, &masking, true, named.len() > 1)
-        .with_context(|| "building the training data")?;
-    for r in &corpus.gene_reports {
-        crate::progress::note(g.quiet, r);
-    }
-    config.batch_num = corpus.batch_labels.len();
-    config.dataset_num = if named.len() > 1 { named.len() } else { 0 };
-    let device = g.device()?.autodiff();
-    sclm_nn::seed_everything(g.seed, &device);
-    let (frac, theta) = sclm_cellplm::pretrain::corpus_gene_stats(&corpus);
-    let model = CellPlm::new(&config, &device)?.with_decoder_init(&frac, &theta)?;
-    crate::progress::note(
-        g.quiet,
-        format!(
-            "CellPLM {}: {} parameters, vocabulary {}, {} cells in {} groups ({} batches)",
-            config.name.as_deref().unwrap_or("custom"),
-            model.num_params(),
-            config.gene_list.len(),
-            corpus.n_cells,
-            corpus.groups.len(),
-            corpus.batch_labels.len()
-        ),
-    );
-    let cfg = PretrainConfig {
-        masking,
+        max_cells_per_group: a.max_cells_per_group,
         epochs: a.epochs,
         lr: a.lr,
         weight_decay: a.weight_decay,
         seed: g.seed,
-        ..Default::default()
+        run_dir: Some(run_dir.clone()),
+        resume: a.resume,
     };
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let mut s = a.output.clone().into_os_string();
-        s.push(".run");
-        PathBuf::from(s)
-    });
-    let steps = (a.epochs * corpus.groups.len()) as u64;
-    let mut bar = Bar { pb: crate::progress::bar(steps, "pretrain", "steps", g.quiet), epochs: Vec::new() };
-    let t0 = Instant::now();
-    let (mut trained, summary) = sclm_cellplm::pretrain(model, &corpus, &cfg, Some(&run_dir), a.resume, &mut bar)?;
-    bar.pb.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    if let (Some(first), Some(last)) = (bar.epochs.first(), bar.epochs.last()) {
-        crate::progress::note(
-            g.quiet,
-            format!(
-                "trained {} epochs ({} steps) in {secs:.0} s: loss {:.2} (epoch {}) -> {:.2} (epoch {})",
-                summary.epochs,
-                summary.steps,
-                first.train_loss,
-                first.epoch + 1,
-                last.train_loss,
-                last.epoch + 1
-            ),
-        );
+    let device = g.device()?.autodiff();
+    let prepared = prepare_pretraining(&named, &run, &device)?;
+    for n in prepared.notes() {
+        crate::progress::note(g.quiet, n);
     }
-    let pre = Preprocessing {
-        gene_id: "var_index".into(),
-        group_key: a.group_key.clone(),
-        spatial_key: a.spatial_key.clone(),
-        batch_labels: corpus.batch_labels.clone(),
-        dataset_labels: if named.len() > 1 { corpus.dataset_labels.clone() } else { Vec::new() },
-        ..Default::default()
-    };
-    trained.save_dir_with(&a.output, &pre)?;
+    let mut bar = Bar { pb: crate::progress::bar(prepared.total_steps() as u64, "pretrain", "steps", g.quiet) };
+    let outcome = prepared.train(&mut bar)?;
+    bar.pb.finish_and_clear();
+    if let Some(line) = outcome.loss_line() {
+        crate::progress::note(g.quiet, line);
+    }
+    outcome.model.save(&a.output)?;
     crate::progress::note(
         g.quiet,
         format!("wrote {} (log and checkpoint in {})", a.output.display(), run_dir.display()),
