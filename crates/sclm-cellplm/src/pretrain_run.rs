@@ -287,6 +287,9 @@ impl Progress for Gather<'_> {
         self.epochs.push(report.clone());
         self.inner.on_epoch(report);
     }
+    fn should_stop(&mut self) -> bool {
+        self.inner.should_stop()
+    }
 }
 
 /// Prepares masked-cell pretraining on `datasets` (name, data with raw counts; names must

@@ -38,6 +38,10 @@ pub enum NnError {
     /// with `downcast_ref`. Build it with [`NnError::model`].
     #[error(transparent)]
     Model(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Training stopped because [`Progress::should_stop`](crate::train::Progress::should_stop)
+    /// asked for it (e.g. Ctrl-C in a Python session), after a completed optimiser step.
+    #[error("training interrupted")]
+    Interrupted,
 }
 
 impl NnError {

@@ -126,7 +126,9 @@ impl<'py> MatrixArg<'py> {
     /// The row source over the borrowed buffers.
     pub fn source(&self) -> PyResult<Box<dyn RowSource + '_>> {
         match self {
-            MatrixArg::Compressed { csc, shape, indptr, indices, data } => compressed(*csc, *shape, indptr, indices, data),
+            MatrixArg::Compressed { csc, shape, indptr, indices, data } => {
+                compressed(*csc, *shape, indptr, indices, data)
+            }
             MatrixArg::Dense { shape, array } => match array {
                 Buf2::I32(a) => dense(*shape, a),
                 Buf2::I64(a) => dense(*shape, a),

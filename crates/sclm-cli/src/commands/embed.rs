@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use sclm_cellplm::attention::{resolve_layer, top_k_attention, AttentionGraph, AttentionOptions};
-use sclm_data::{AnnData, Array2, CsrMatrix, Dense, Matrix};
+use sclm_data::{AnnData, Array2, Column, CsrMatrix, Dense, Matrix};
 use sclm_io::{H5adRowReader, H5adStreamWriter};
 use sclm_model::cells::{self, CellLabels, PieceOptions, StreamOptions};
 use sclm_model::{CellModel, EmbedOptions, GeneMapping};
@@ -52,7 +52,7 @@ pub struct Args {
     /// row chunks, and the output keeps obs, var, obsm, varm, obsp and uns but not layers or
     /// raw, with X stored sparse. Without this flag, .h5ad files whose copy is complete
     /// (sparse X, no layers, no raw) are streamed and all others are read whole.
-    #[arg(long, conflicts_with = "in_memory")]
+    #[arg(long, conflicts_with_all = ["in_memory", "shard"])]
     pub stream: bool,
     /// Read an .h5ad input whole even when it could be streamed.
     #[arg(long)]
@@ -63,7 +63,8 @@ pub struct Args {
     /// CellPLM: also export the encoder's cell–cell attention to obsp[KEY]: CSR, row i = cell i
     /// attending, W[i, j] = effective Flowformer weight of cell j in the output of cell i
     /// (positive, averaged over heads; rows do not sum to 1), top-k per row, block diagonal by
-    /// group.
+    /// group. With --shard: the shard's block of the unsharded graph (weights stay within a
+    /// forward call, and no forward call is split between shards).
     #[arg(long, value_name = "KEY")]
     pub attention_obsp: Option<String>,
     /// Encoder layer of the attention export, from 0 (default: the last).
@@ -72,6 +73,52 @@ pub struct Args {
     /// Weights kept per cell in the attention export.
     #[arg(long, default_value_t = 30, value_name = "K", requires = "attention_obsp")]
     pub attention_top_k: usize,
+    /// Embed only shard I of N (from 1: `--shard 1/4` ... `--shard 4/4`), e.g. one task of a
+    /// SLURM job array. The forward calls of the unsharded run (same --group-key and
+    /// --max-cells) are dealt whole into N shards of near-equal cell counts, so every cell gets
+    /// bit for bit the embedding of the unsharded run. The output holds only the shard's cells,
+    /// in input row order (obs, var, X, obsm, layers and raw of those cells; obsp keeps the block
+    /// of those cells), plus obs["sclm_row"], each cell's 0-based row in the input. With no
+    /// group key (`--group-key ""` or a file without the column) each shard is a contiguous row
+    /// range, so `anndata.concat` of shards 1..N in order gives the input order; with groups,
+    /// sort the concatenation by sclm_row. The input is read whole (not with --stream); a shard
+    /// can be empty when there are fewer forward calls than shards.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+/// `--shard I/N`: shard `index` (from 0) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// From 0 (`--shard 1/N` is index 0).
+    pub index: usize,
+    /// Number of shards, at least 1.
+    pub count: usize,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}
+
+/// Parses `I/N` (1 <= I <= N); the message is shown by clap after "invalid value for '--shard'".
+fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
+    let usage = "expected I/N with 1 <= I <= N, e.g. 1/4";
+    let Some((i, n)) = s.split_once('/') else {
+        return Err(format!("no '/': {usage}"));
+    };
+    let num = |t: &str| t.parse::<usize>().ok().filter(|_| t.bytes().all(|b| b.is_ascii_digit()));
+    let (Some(i), Some(n)) = (num(i), num(n)) else {
+        return Err(format!("not two whole numbers: {usage}"));
+    };
+    if n == 0 {
+        return Err(format!("0 shards: {usage}"));
+    }
+    if i == 0 || i > n {
+        return Err(format!("shard {i} of {n} does not exist (shards are 1 to {n}): {usage}"));
+    }
+    Ok(Shard { index: i - 1, count: n })
 }
 
 /// The per-forward-call work: the embedding rows and, when asked, the attention graph.
@@ -126,19 +173,24 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let started = std::time::Instant::now();
     let is_h5ad =
         a.layer.is_none() && !a.in_memory && matches!(sclm_io::detect_kind(&a.input), Ok(sclm_io::InputKind::H5ad));
-    let streamed = if is_h5ad { open_streamable(&a)? } else { None };
-    let n = match streamed {
-        Some((reader, template, report)) => {
+    let streamed = if is_h5ad && a.shard.is_none() { open_streamable(&a)? } else { None };
+    let n = match (streamed, a.shard) {
+        (Some((reader, template, report)), _) => {
             embed_streamed(g, &a, model.as_ref(), &opts, attention, reader, template, &report, &key)?
         }
-        None => embed_in_memory(g, &a, model.as_ref(), &opts, attention, &key)?,
+        (None, Some(shard)) => embed_shard(g, &a, model.as_ref(), &opts, attention, &key, shard)?,
+        (None, None) => embed_in_memory(g, &a, model.as_ref(), &opts, attention, &key)?,
     };
     let secs = started.elapsed().as_secs_f64();
     let with_attn = a.attention_obsp.as_ref().map(|k| format!(", obsp['{k}']")).unwrap_or_default();
+    let (with_row, of_shard) = match a.shard {
+        Some(s) => (", obs['sclm_row']", format!(" of shard {s}")),
+        None => ("", String::new()),
+    };
     crate::progress::note(
         g.quiet,
         format!(
-            "wrote {} (obsm['{key}']{with_attn}): {n} cells in {secs:.1} s ({:.0} cells/s)",
+            "wrote {} (obsm['{key}']{with_attn}{with_row}): {n} cells{of_shard} in {secs:.1} s ({:.0} cells/s)",
             a.output.display(),
             n as f64 / secs.max(1e-9)
         ),
@@ -197,6 +249,71 @@ fn embed_in_memory(
         adata.obsp.insert(k.clone(), Matrix::Csr(gr.finish()));
     }
     sclm_io::write_h5ad(&adata, &a.output, &Default::default())?;
+    Ok(n)
+}
+
+/// `--shard`: the input read whole, the forward calls of the unsharded run planned over all its
+/// cells, and only the calls of `shard` embedded; the output is the shard's cells in row order
+/// with obs["sclm_row"].
+fn embed_shard(
+    g: &Global,
+    a: &Args,
+    model: &dyn CellModel,
+    opts: &EmbedOptions,
+    attention: Option<(&sclm_cellplm::CellPlm, AttentionOptions)>,
+    key: &str,
+    shard: Shard,
+) -> Result<usize> {
+    let file = a.input.display().to_string();
+    let (adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
+    let p = sclm_model::prepare(model, &adata, opts).with_context(|| file.clone())?;
+    crate::progress::note(g.quiet, format!("{file}: {}", p.matched.report()));
+    // The same check as the unsharded run, over every cell: a shard fails when the run would.
+    cells::check_counts(&p.counts, opts.pieces.allow_non_integer).with_context(|| file.clone())?;
+    let n_obs = adata.n_obs();
+    let plan = cells::plan_pieces(p.groups.as_deref(), n_obs, opts.pieces.max_cells_per_forward);
+    let n_calls = plan.len();
+    let pieces = cells::shard_pieces(plan, shard.index, shard.count).context("--shard")?;
+    let mut rows: Vec<usize> = pieces.iter().flatten().copied().collect();
+    rows.sort_unstable();
+    let n = rows.len();
+    if n == 0 {
+        crate::progress::note(
+            g.quiet,
+            format!(
+                "note: shard {shard} holds no cells: the {n_obs} cells make {n_calls} forward call(s) for {} shards",
+                shard.count
+            ),
+        );
+    }
+    let n_vocab = model.genes().len();
+    let mut out = Outputs {
+        embedder: model.embedder()?,
+        attention: attention.map(|(m, o)| (m, AttentionGraph::new(n), o)),
+        emb: Dense::zeros(n, model.embedding_dim()),
+        done: 0,
+    };
+    let pb = crate::progress::bar(n as u64, "embed", "cells", g.quiet);
+    for piece in &pieces {
+        // The piece's cells at their places in the shard (rows and pieces are increasing).
+        let local: Vec<usize> = piece.iter().map(|r| rows.binary_search(r).expect("a row of the shard")).collect();
+        let (ptr, idx, val) = p.mapping.remap(&p.counts, piece);
+        let counts = CsrRows::new(n_vocab, &ptr, &idx, &val).with_context(|| file.clone())?;
+        let pc: Option<Vec<[f32; 2]>> = p.coords.as_ref().map(|c| piece.iter().map(|&r| c[r]).collect());
+        out.piece(&local, &counts, pc.as_deref()).with_context(|| file.clone())?;
+        pb.set_position(out.done as u64);
+    }
+    pb.finish_and_clear();
+    drop(p);
+    let mut sub = adata.select_obs(&rows);
+    drop(adata);
+    sub.obs.insert("sclm_row", Column::I64(rows.iter().map(|&r| r as i64).collect()))?;
+    sub.obsm.insert(key.to_string(), Array2::F32(out.emb));
+    if let (Some(k), Some((_, gr, _))) = (&a.attention_obsp, out.attention) {
+        sub.obsp.insert(k.clone(), Matrix::Csr(gr.finish()));
+    }
+    sclm_io::write_h5ad(&sub, &a.output, &Default::default())?;
     Ok(n)
 }
 

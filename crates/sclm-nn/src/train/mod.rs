@@ -144,6 +144,12 @@ pub trait Progress {
     fn on_step(&mut self, _batch: usize, _n_batches: usize, _report: &StepReport) {}
     /// After each epoch.
     fn on_epoch(&mut self, _report: &EpochReport) {}
+    /// Asked after each optimiser step (after [`Progress::on_step`]): `true` ends training
+    /// with [`NnError::Interrupted`]; the run directory keeps the last completed epoch's
+    /// checkpoint. Default: never.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that ignores everything.
@@ -494,6 +500,9 @@ impl<M: Module, S: TrainStep<M>> Trainer<M, S> {
                 log.write(&rec)?;
             }
             progress.on_step((ci * k + chunk.len()).min(train.len()), train.len(), &report);
+            if progress.should_stop() {
+                return Err(NnError::Interrupted);
+            }
         }
         Ok(total / count.max(1) as f64)
     }

@@ -1,0 +1,244 @@
+"""Model objects: one class for every family, the family read from the model directory."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _adata
+from . import _sclm
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Model:
+    """A model of any family: pretrained, imported or a fine-tuned classifier.
+
+    Open one with :func:`sclm.load` (any family) or ``sclm.CellPLM.load``; create an untrained
+    one with ``Model.fresh``. Embedding follows scanpy's convention (``embed`` writes
+    ``adata.obsm`` in place, ``copy=True`` returns a new AnnData) and scvi-tools' (
+    ``get_latent_representation`` returns the array).
+    """
+
+    #: The family a subclass stands for (``None``: any).
+    family_name: Optional[str] = None
+
+    def __init__(self, native: "_sclm.Model"):
+        if self.family_name is not None and native.family != self.family_name:
+            raise ValueError(f"this is a {native.family} model, not a {self.family_name} one (use sclm.load)")
+        self._m = native
+        #: The directory the model was loaded from or saved to (``None``: in memory only).
+        self.path: Optional[str] = None
+        #: Mean training loss per epoch, when this object was just trained.
+        self.history: list = []
+        #: Notes of the run that made this object (gene matching, data, training).
+        self.notes: list = []
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: PathLike) -> "Model":
+        """Opens the model directory ``path`` (written by ``sclm import``, ``sclm pretrain``,
+        ``sclm finetune ... --save-model`` or :meth:`save`)."""
+        native = _sclm.Model.load(os.fspath(path))
+        m = _wrap(native) if cls is Model else cls(native)
+        m.path = os.fspath(path)
+        return m
+
+    @classmethod
+    def fresh(cls, genes, family: Optional[str] = None, seed: int = 0) -> "Model":
+        """An untrained model over ``genes`` (its small CPU preset), weights drawn with ``seed``."""
+        fam = family or cls.family_name
+        if fam is None:
+            raise ValueError("fresh: name the family (family='cellplm')")
+        return _wrap(_sclm.Model.fresh(fam, [str(g) for g in genes], seed))
+
+    def save(self, path: PathLike) -> None:
+        """Writes the model as a model directory (atomic: a failed save leaves nothing)."""
+        self._m.save(os.fspath(path))
+        if self.path is None:
+            self.path = os.fspath(path)
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The family (``cellplm``, ...)."""
+        return self._m.family
+
+    @property
+    def genes(self) -> list:
+        """The gene vocabulary, in model order."""
+        return self._m.genes
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the cell embedding."""
+        return self._m.embedding_dim
+
+    @property
+    def classes(self) -> list:
+        """Class names of a fine-tuned classifier (empty for a pretrained model)."""
+        return self._m.classes
+
+    @property
+    def manifest(self) -> dict:
+        """The model directory's manifest (``model.json``): family, kind, registry, classes."""
+        return json.loads(self._m.manifest_json)
+
+    @property
+    def default_key(self) -> str:
+        """The obsm key embeddings are written to by default (``X_<family>``)."""
+        return f"X_{self.family}"
+
+    def __repr__(self) -> str:
+        return self._m.__repr__()
+
+    # -- reading AnnData ------------------------------------------------------------------
+    def _read(self, adata, layer, batch_key, spatial_key, gene_id_column):
+        reg = self.manifest.get("registry", {})
+        group_key = reg.get("group_key", "batch") if batch_key is None else batch_key
+        if spatial_key is None:
+            sk, required = reg.get("spatial_key", "spatial"), False
+        else:
+            sk, required = spatial_key, bool(spatial_key)
+        x = _adata.counts_of(adata, layer)
+        names, cols = _adata.var_arg(adata, gene_id_column)
+        groups = _adata.labels_of(adata, group_key, "batch key", required=batch_key not in (None, ""))
+        coords = _adata.coords_of(adata, sk, required=required)
+        return x, names, cols, groups, coords
+
+    def get_latent_representation(
+        self,
+        adata,
+        layer: Optional[str] = None,
+        batch_key: Optional[str] = None,
+        spatial_key: Optional[str] = None,
+        gene_id_column: Optional[str] = None,
+        max_cells: int = 10_000,
+        allow_non_integer: bool = False,
+        verbose: bool = True,
+    ) -> np.ndarray:
+        """The embedding of every cell of ``adata`` (raw counts in ``X`` or ``layer``).
+
+        Parameters
+        ----------
+        adata
+            AnnData with raw counts; genes are matched to the model's vocabulary by symbol or
+            Ensembl id (var index or a ``gene_ids`` column, whichever matches more).
+        layer
+            Layer with the raw counts (default ``X``).
+        batch_key
+            obs column whose values form the groups of cells that attend to each other
+            (default: the key saved with the model, ``batch`` for CellPLM, used when present;
+            ``""``: all cells one group).
+        spatial_key
+            obsm key of 2-D coordinates (default: the model's, ``spatial``, when present;
+            ``""``: none).
+        gene_id_column
+            var column with the gene identifiers (default: var index or ``gene_ids``).
+        max_cells
+            Most cells in one forward call (bounds memory).
+        allow_non_integer
+            Accept non-integer values where the model expects counts.
+        verbose
+            Progress bar and the gene-matching report.
+
+        Returns
+        -------
+        ``float32`` array of shape ``(n_obs, embedding_dim)``.
+        """
+        x, names, cols, groups, coords = self._read(adata, layer, batch_key, spatial_key, gene_id_column)
+        with _adata.Progress(adata.n_obs, "embed", "cells", verbose) as bar:
+            emb, report = self._m.embed(
+                _adata.matrix_arg(x),
+                names,
+                cols,
+                gene_id_column,
+                groups,
+                coords,
+                max_cells,
+                allow_non_integer,
+                bar,
+            )
+        if verbose:
+            print(f"sclm: {report}")
+        return emb
+
+    def embed(self, adata, key_added: Optional[str] = None, copy: bool = False, **kwargs):
+        """Embeds every cell of ``adata`` into ``adata.obsm[key_added]`` (default
+        ``X_<family>``), in place; with ``copy=True`` returns a new AnnData instead. Keyword
+        arguments are those of :meth:`get_latent_representation`."""
+        emb = self.get_latent_representation(adata, **kwargs)
+        target = adata.copy() if copy else adata
+        target.obsm[key_added or self.default_key] = emb
+        return target if copy else None
+
+    def predict(
+        self,
+        adata,
+        key_added: Optional[str] = None,
+        copy: bool = False,
+        layer: Optional[str] = None,
+        batch_key: Optional[str] = None,
+        spatial_key: Optional[str] = None,
+        gene_id_column: Optional[str] = None,
+        max_cells: int = 10_000,
+        allow_non_integer: bool = False,
+        verbose: bool = True,
+    ):
+        """Annotates every cell with a fine-tuned classifier: ``obs[key_added]`` (default
+        ``<family>_prediction``) and ``obs[key_added + "_prob"]``, in place (or on a copy with
+        ``copy=True``, which is returned). Other arguments as :meth:`get_latent_representation`."""
+        import pandas as pd
+
+        if not self.classes:
+            raise NotImplementedError(f"{self.family} model is not a fine-tuned classifier (see sclm.finetune.annotation)")
+        x, names, cols, groups, coords = self._read(adata, layer, batch_key, spatial_key, gene_id_column)
+        with _adata.Progress(adata.n_obs, "predict", "cells", verbose) as bar:
+            pred, prob, report = self._m.predict(
+                _adata.matrix_arg(x), names, cols, gene_id_column, groups, coords, max_cells, allow_non_integer, bar
+            )
+        if verbose:
+            print(f"sclm: {report}")
+        key = key_added or f"{self.family}_prediction"
+        target = adata.copy() if copy else adata
+        target.obs[key] = pd.Categorical(pred, categories=sorted(set(self.classes)))
+        target.obs[key + "_prob"] = prob
+        return target if copy else None
+
+
+class CellPLM(Model):
+    """CellPLM (Wen et al. 2023): cells as tokens of a tissue. ``CellPLM.load(dir)`` opens a
+    directory written by ``sclm import cellplm`` or ``sclm pretrain cellplm``."""
+
+    family_name = "cellplm"
+
+
+_FAMILIES = {"cellplm": CellPLM}
+
+
+def _wrap(native: "_sclm.Model") -> Model:
+    cls = _FAMILIES.get(native.family, Model)
+    return cls(native)
+
+
+def _reloaded(native: "_sclm.Model", output: Optional[PathLike]) -> Model:
+    """A model just trained, saved (to ``output`` or a temporary directory) and opened again
+    on the inference device, so that it embeds exactly as ``sclm embed --model DIR`` does."""
+    import tempfile
+
+    if output is not None:
+        native.save(os.fspath(output))
+        return Model.load(output)
+    with tempfile.TemporaryDirectory(prefix="sclm-") as tmp:
+        d = os.path.join(tmp, "model")
+        native.save(d)
+        m = Model.load(d)
+    m.path = None
+    return m
+
+
+def load(path: PathLike) -> Model:
+    """Opens a model directory of any family (its ``model.json`` names the family)."""
+    return Model.load(path)
