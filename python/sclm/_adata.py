@@ -103,7 +103,9 @@ def parts_of(adata, layer: Optional[str] = None, obs_keys=(), obsm_keys=(), laye
     for k in obs_keys:
         if k and k in adata.obs.columns:
             col = adata.obs[k]
-            if np.issubdtype(col.dtype, np.number) and not hasattr(col, "cat"):
+            import pandas as pd
+
+            if pd.api.types.is_numeric_dtype(col.dtype) and not isinstance(col.dtype, pd.CategoricalDtype):
                 obs[k] = np.asarray(col, dtype=np.float64)
             else:
                 obs[k] = labels_of(adata, k)
