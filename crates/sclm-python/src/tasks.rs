@@ -122,7 +122,7 @@ fn cellplm_err(e: sclm_cellplm::CellPlmError) -> PyErr {
                     mask_node_rate = 0.75, mask_feature_rate = 0.25, drop_node_rate = 0.3, batch_key = "batch",
                     spatial_key = "spatial", max_cells_per_group = 128, seed = 0, run_dir = None, resume = false,
                     progress = None))]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn pretrain(
     py: Python<'_>,
     datasets: Vec<(String, Bound<'_, PyDict>)>,
@@ -198,7 +198,7 @@ type AnnotationResult<'py> = (Model, String, Vec<String>, Bound<'py, PyArray1<f3
                     test_frac = 0.2, min_cells_per_class = 3, n_top_genes = 3000, batch_key = None,
                     gene_id_column = None, allow_non_integer = false, run_dir = None, resume = false, seed = 0,
                     progress = None))]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn annotation<'py>(
     py: Python<'py>,
     parts: Bound<'py, PyDict>,
@@ -266,7 +266,7 @@ fn reconstruct_options(batch_key: Option<String>, allow_non_integer: bool) -> Re
 #[pyo3(signature = (parts, model = None, family = "cellplm", n_top_genes = 3000, hide_frac = 0.1,
                     pretrain_epochs = 10, epochs = 10, lr = None, batch_key = None, allow_non_integer = false,
                     seed = 0, progress = None))]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn denoising<'py>(
     py: Python<'py>,
     parts: Bound<'py, PyDict>,
@@ -312,7 +312,7 @@ fn denoising<'py>(
 #[pyo3(signature = (parts, reference = None, model = None, family = "cellplm", spatial_key = "spatial",
                     n_top_genes = 1000, holdout_frac = 0.1, epochs = 10, lr = None, batch_key = None, seed = 0,
                     progress = None))]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn spatial_imputation<'py>(
     py: Python<'py>,
     parts: Bound<'py, PyDict>,
