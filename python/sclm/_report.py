@@ -21,3 +21,13 @@ def frame(reports_json: str) -> pd.DataFrame:
     if len(df):
         df = df.set_index("method")
     return df
+
+
+def shown(reports_json: str, notes, verbose: bool) -> pd.DataFrame:
+    """:func:`frame` of the reports; with ``verbose``, the notes and the table printed first."""
+    df = frame(reports_json)
+    if verbose:
+        for n in notes:
+            print(f"sclm: {n}")
+        print(df.drop(columns=["notes"]).to_string())
+    return df

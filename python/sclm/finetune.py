@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import _adata, _sclm
 from ._model import Model, PathLike, _reloaded
-from ._report import frame
+from ._report import shown
 from ._train import _Bar
 
 
@@ -24,12 +24,6 @@ def _native(model: Optional[Model]):
     if model is not None and not isinstance(model, Model):
         raise TypeError(f"model must be an sclm.Model (sclm.load(dir)), not {type(model).__name__}")
     return None if model is None else model._m
-
-
-def _notes(notes, verbose: bool) -> None:
-    if verbose:
-        for n in notes:
-            print(f"sclm: {n}")
 
 
 def annotation(
@@ -109,17 +103,15 @@ def annotation(
             seed=seed,
             progress=bar,
         )
-    _notes(notes, verbose)
+    report = shown(reports, notes, verbose)
     clf = _reloaded(native, output)
-    clf.report = frame(reports)
+    clf.report = report
     clf.notes = list(notes)
     clf.epochs = n_epochs
     key = key_added or f"{label_key}_{clf.family}"
     adata.obs[key] = pd.Categorical(pred, categories=sorted(set(pred)))
     adata.obs[key + "_prob"] = np.asarray(prob)
     adata.obs[key + "_split"] = pd.Categorical(split, categories=["train", "valid", "test", "excluded"])
-    if verbose:
-        print(clf.report.drop(columns=["notes"]).to_string())
     return clf
 
 
@@ -171,10 +163,7 @@ def denoising(
             seed=seed,
             progress=bar,
         )
-    _notes(notes + [f"{n_hidden} hidden entries"], verbose)
-    rep = frame(reports)
-    if verbose:
-        print(rep.drop(columns=["notes"]).to_string())
+    rep = shown(reports, notes + [f"{n_hidden} hidden entries"], verbose)
     return (rep, _adata.anndata_from_parts(data)) if return_data else rep
 
 
@@ -225,10 +214,8 @@ def spatial_imputation(
             progress=bar,
         )
     q, r, ng, h, s = sizes
-    _notes(notes + [f"{q} query spots, {r} reference cells, {ng} genes of which {h} held out ({s} scored)"], verbose)
-    rep = frame(reports)
-    if verbose:
-        print(rep.drop(columns=["notes"]).to_string())
+    rep = shown(reports, notes + [f"{q} query spots, {r} reference cells, {ng} genes of which {h} held out ({s} scored)"],
+                verbose)
     if not return_data:
         return rep
     a = _adata.anndata_from_parts(data)
@@ -281,12 +268,9 @@ def perturbation(
             seed=seed,
             progress=bar,
         )
-    _notes(notes, verbose)
-    rep = frame(reports)
+    rep = shown(reports, notes, verbose)
     rep.attrs["conditions"] = {"train": list(conditions[0]), "valid": list(conditions[1]), "test": list(conditions[2])}
     rep.attrs["n_controls"] = n_controls
-    if verbose:
-        print(rep.drop(columns=["notes"]).to_string())
     return rep
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import _adata, _sclm
 from ._model import Model, load
-from ._report import frame
+from ._report import shown
 
 
 def _model(model: Union[Model, str]) -> Model:
@@ -52,12 +52,7 @@ def evaluate(
     )
     adata.obsm[key_added or m.default_key] = emb
     adata.obsm["X_pca_sclm"] = base
-    rep = frame(reports)
-    if verbose:
-        for n in notes:
-            print(f"sclm: {n}")
-        print(rep.drop(columns=["notes"]).to_string())
-    return rep
+    return shown(reports, notes, verbose)
 
 
 __all__ = ["embed", "evaluate"]

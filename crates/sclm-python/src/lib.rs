@@ -31,6 +31,25 @@ pub(crate) fn families() -> [&'static dyn sclm_model::Family; 1] {
     [&sclm_cellplm::FAMILY]
 }
 
+/// The built-in family named `name`, or a `ValueError` listing the known ones.
+pub(crate) fn family_named(name: &str) -> PyResult<&'static dyn sclm_model::Family> {
+    families().into_iter().find(|f| f.name() == name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown family '{name}' (known: {})",
+            families().iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// `r`, or in place of its error the exception recorded while serving a callback (the
+/// KeyboardInterrupt or the callback's own), which is what caused the error.
+pub(crate) fn raise_recorded<T>(failure: &mut Option<PyErr>, r: PyResult<T>) -> PyResult<T> {
+    match (r, failure.take()) {
+        (Err(_), Some(e)) => Err(e),
+        (r, _) => r,
+    }
+}
+
 /// A model-layer error as the Python exception a user expects.
 pub(crate) fn model_err(e: ModelError) -> PyErr {
     match e {
@@ -106,10 +125,7 @@ impl Reporter {
 
     /// The callback's exception (or the KeyboardInterrupt) in place of `Interrupted`.
     pub(crate) fn finish<T>(&mut self, r: PyResult<T>) -> PyResult<T> {
-        match (r, self.failure.take()) {
-            (Err(_), Some(e)) => Err(e),
-            (r, _) => r,
-        }
+        raise_recorded(&mut self.failure, r)
     }
 }
 
@@ -210,12 +226,7 @@ impl Model {
     #[staticmethod]
     #[pyo3(signature = (family, genes, seed = 0))]
     fn fresh(family: &str, genes: Vec<String>, seed: u64) -> PyResult<Self> {
-        let fam = families().into_iter().find(|f| f.name() == family).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "unknown family '{family}' (known: {})",
-                families().iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let fam = family_named(family)?;
         let device = cpu();
         sclm_nn::seed_everything(seed, &device);
         Ok(Model { inner: fam.fresh(genes, &device).map_err(model_err)? })

@@ -18,7 +18,7 @@ use sclm_nn::train::{EpochReport, Progress, StepReport};
 use sclm_tasks::ModelChoice;
 
 use crate::data::{anndata_from, anndata_to};
-use crate::{detached, families, model_err, task_err, to_numpy, Model};
+use crate::{detached, family_named, model_err, raise_recorded, task_err, to_numpy, Model};
 
 /// Training progress and Ctrl-C for Python (see the module docs).
 struct TrainProgress {
@@ -58,11 +58,21 @@ impl TrainProgress {
 
     /// The callback's exception or the KeyboardInterrupt in place of the error it caused.
     fn finish<T>(&mut self, r: PyResult<T>) -> PyResult<T> {
-        match (r, self.failure.take()) {
-            (Err(_), Some(e)) => Err(e),
-            (r, _) => r,
-        }
+        raise_recorded(&mut self.failure, r)
     }
+}
+
+/// Runs a protocol that reports stages as well as training steps, without the GIL: `f` gets
+/// the stage callback and the training progress, both served to `progress`.
+fn run_staged<T: Send>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    f: impl FnOnce(&mut dyn FnMut(&str), &mut dyn Progress) -> PyResult<T> + Send,
+) -> PyResult<T> {
+    let mut stage_prog = TrainProgress::new(progress.as_ref().map(|c| c.clone_ref(py)));
+    let mut prog = TrainProgress::new(progress);
+    let out = detached(py, || f(&mut |s: &str| stage_prog.stage(s), &mut prog));
+    stage_prog.finish(prog.finish(out))
 }
 
 impl Progress for TrainProgress {
@@ -89,13 +99,7 @@ fn choice<'a>(model: Option<&'a Model>, family: &str) -> PyResult<ModelChoice<'a
     if let Some(m) = model {
         return Ok(ModelChoice::Given(m.inner.as_ref()));
     }
-    let f = families().into_iter().find(|f| f.name() == family).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "unknown family '{family}' (known: {})",
-            families().iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
-        ))
-    })?;
-    Ok(ModelChoice::Fresh(f))
+    Ok(ModelChoice::Fresh(family_named(family)?))
 }
 
 fn train_device() -> sclm_nn::burn::tensor::Device {
@@ -294,13 +298,9 @@ fn denoising<'py>(
         cells: reconstruct_options(batch_key, allow_non_integer),
         seed,
     };
-    let mut prog = TrainProgress::new(progress);
-    let mut stage_prog = TrainProgress::new(prog.callback.as_ref().map(|c| c.clone_ref(py)));
-    let out = detached(py, || {
-        let mut stage = |s: &str| stage_prog.stage(s);
-        sclm_tasks::denoising(choice, &adata, &opts, &train_device(), &mut stage, &mut prog).map_err(task_err)
-    });
-    let out = stage_prog.finish(prog.finish(out))?;
+    let out = run_staged(py, progress, |stage, prog| {
+        sclm_tasks::denoising(choice, &adata, &opts, &train_device(), stage, prog).map_err(task_err)
+    })?;
     Ok((reports_json(&out.reports)?, anndata_to(py, &out.data)?, out.n_hidden, out.notes))
 }
 
@@ -340,22 +340,10 @@ fn spatial_imputation<'py>(
         cells: reconstruct_options(batch_key, true),
         seed,
     };
-    let mut prog = TrainProgress::new(progress);
-    let mut stage_prog = TrainProgress::new(prog.callback.as_ref().map(|c| c.clone_ref(py)));
-    let out = detached(py, || {
-        let mut stage = |s: &str| stage_prog.stage(s);
-        sclm_tasks::spatial_imputation(
-            choice,
-            &spatial,
-            reference.as_ref(),
-            &opts,
-            &train_device(),
-            &mut stage,
-            &mut prog,
-        )
-        .map_err(task_err)
-    });
-    let out = stage_prog.finish(prog.finish(out))?;
+    let out = run_staged(py, progress, |stage, prog| {
+        sclm_tasks::spatial_imputation(choice, &spatial, reference.as_ref(), &opts, &train_device(), stage, prog)
+            .map_err(task_err)
+    })?;
     let d = anndata_to(py, &out.data)?;
     if let Some(c) = out.data.var.get("held_out") {
         let var = PyDict::new(py);
@@ -400,13 +388,9 @@ fn perturbation<'py>(
         layer: None,
         seed,
     };
-    let mut prog = TrainProgress::new(progress);
-    let mut stage_prog = TrainProgress::new(prog.callback.as_ref().map(|c| c.clone_ref(py)));
-    let out = detached(py, || {
-        let mut stage = |s: &str| stage_prog.stage(s);
-        sclm_tasks::perturbation(choice, &adata, &opts, &train_device(), &mut stage, &mut prog).map_err(task_err)
-    });
-    let out = stage_prog.finish(prog.finish(out))?;
+    let out = run_staged(py, progress, |stage, prog| {
+        sclm_tasks::perturbation(choice, &adata, &opts, &train_device(), stage, prog).map_err(task_err)
+    })?;
     Ok((reports_json(&out.reports)?, out.conditions, out.n_controls, out.notes))
 }
 
