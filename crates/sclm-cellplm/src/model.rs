@@ -30,11 +30,6 @@ pub(crate) fn tensor2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Ten
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-pub(crate) fn tensor1(data: Vec<f32>, device: &Device) -> Tensor<1> {
-    let n = data.len();
-    Tensor::from_data(TensorData::new(data, [n]), device)
-}
-
 fn int1(data: Vec<i64>, device: &Device) -> Tensor<1, Int> {
     let n = data.len();
     Tensor::from_data(TensorData::new(data, [n]), device)

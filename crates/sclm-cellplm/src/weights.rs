@@ -9,13 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::{Param, ParamId};
-use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use sclm_model::{ClassifierHead, Manifest, ModelKind};
 use sclm_nn::attention::Attention;
 use sclm_nn::burn;
-use sclm_nn::encoder::Norm;
+use sclm_nn::remap::{self, layer_norm, linear, norm, Slot, Slots};
 use sclm_nn::train::optim::param_paths;
 use sclm_nn::train::{NameEntry, NameTable, WeightNaming};
 use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
@@ -23,111 +21,9 @@ use sclm_weights::{LoadReport, StateDict, TensorData, TensorLoader};
 use crate::annotate::CellPlmClassifier;
 use crate::config::CellPlmConfig;
 use crate::error::{CellPlmError, Result};
-use crate::model::{tensor1, tensor2, to_vec, CellPlm, DecoderHead, Latent, NbHead};
+use crate::model::{CellPlm, DecoderHead, Latent, NbHead};
 
-/// A parameter of the module and how it is stored in the state dict.
-enum Slot<'a> {
-    /// A vector, stored as is.
-    Vec1(&'a mut Param<Tensor<1>>),
-    /// A matrix; `true` = stored transposed (torch Linear weight).
-    Mat(&'a mut Param<Tensor<2>>, bool),
-}
-
-impl Slot<'_> {
-    /// Shape in the state dict.
-    fn torch_shape(&self) -> Vec<usize> {
-        match self {
-            Slot::Vec1(p) => p.dims().to_vec(),
-            Slot::Mat(p, t) => {
-                let [a, b] = p.dims();
-                if *t {
-                    vec![b, a]
-                } else {
-                    vec![a, b]
-                }
-            }
-        }
-    }
-
-    fn set(&mut self, values: Vec<f32>, device: &Device) {
-        match self {
-            Slot::Vec1(p) => **p = Param::from_tensor(tensor1(values, device)),
-            Slot::Mat(p, t) => {
-                let [a, b] = p.dims();
-                let v = if *t { transpose(&values, b, a) } else { values };
-                **p = Param::from_tensor(tensor2(v, [a, b], device));
-            }
-        }
-    }
-
-    /// The id of the parameter (what ties the slot to its module path).
-    fn id(&self) -> ParamId {
-        match self {
-            Slot::Vec1(p) => p.id,
-            Slot::Mat(p, _) => p.id,
-        }
-    }
-
-    fn transposed(&self) -> bool {
-        matches!(self, Slot::Mat(_, true))
-    }
-
-    fn get(&self) -> Vec<f32> {
-        match self {
-            Slot::Vec1(p) => to_vec(p.val()),
-            Slot::Mat(p, t) => {
-                let [a, b] = p.dims();
-                let v = to_vec(p.val());
-                if *t {
-                    transpose(&v, a, b)
-                } else {
-                    v
-                }
-            }
-        }
-    }
-}
-
-/// Row-major `[r, c]` → `[c, r]`.
-fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = v[i * c + j];
-        }
-    }
-    out
-}
-
-type Table<'a> = Vec<(String, Slot<'a>)>;
-
-fn linear<'a>(t: &mut Table<'a>, prefix: &str, l: &'a mut Linear) {
-    t.push((format!("{prefix}.weight"), Slot::Mat(&mut l.weight, true)));
-    if let Some(b) = l.bias.as_mut() {
-        t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
-    }
-}
-
-fn layer_norm<'a>(t: &mut Table<'a>, prefix: &str, n: &'a mut LayerNorm) {
-    t.push((format!("{prefix}.weight"), Slot::Vec1(&mut n.gamma)));
-    if let Some(b) = n.beta.as_mut() {
-        t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
-    }
-}
-
-fn norm<'a>(t: &mut Table<'a>, prefix: &str, n: &'a mut Norm) {
-    match n {
-        Norm::Layer(l) => layer_norm(t, prefix, l),
-        Norm::Group(g) => {
-            if let Some(w) = g.gamma.as_mut() {
-                t.push((format!("{prefix}.weight"), Slot::Vec1(w)));
-            }
-            if let Some(b) = g.beta.as_mut() {
-                t.push((format!("{prefix}.bias"), Slot::Vec1(b)));
-            }
-        }
-    }
-}
+type Table<'a> = Slots<'a>;
 
 impl CellPlm {
     /// The remap table: every parameter with its published state-dict name.
@@ -210,21 +106,9 @@ impl CellPlm {
     /// [`CellPlm::to_state_dict`]) is matched to its module path through the parameter's id.
     /// Cheap: a clone of the module (shared tensors) and one visit.
     pub fn name_entries(&self, module_prefix: &str) -> Result<Vec<NameEntry>> {
-        let paths: HashMap<ParamId, String> = param_paths(self).into_iter().map(|(p, id)| (id, p)).collect();
         // `slots` borrows mutably; a clone shares the parameters and their ids.
         let mut probe = self.clone();
-        let mut out = Vec::new();
-        for (published, slot) in probe.slots() {
-            let path = paths.get(&slot.id()).ok_or_else(|| {
-                CellPlmError::Config(format!("weight {published}: its parameter is not a module parameter"))
-            })?;
-            out.push(NameEntry {
-                module_path: format!("{module_prefix}{path}"),
-                published,
-                transposed: slot.transposed(),
-            });
-        }
-        Ok(out)
+        Ok(remap::name_entries(self, &probe.slots(), module_prefix)?)
     }
 
     /// The [`NameTable`] of [`CellPlm::name_entries`]: how the trainer names and lays out this

@@ -83,6 +83,8 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Predict with a fine-tuned model (cell types from `finetune annotation --save-model`).
     Predict(commands::finetune::PredictArgs),
+    /// Annotate cells zero-shot from class names and texts (LangCell: similarity and cell-text matching).
+    Annotate(commands::annotate::Args),
     /// Embed cells with a model of any family (zero-shot) and write the embedding to obsm.
     Embed(commands::embed::Args),
     /// Speed benchmarks against the reference implementations.
@@ -92,8 +94,8 @@ enum Command {
 }
 
 /// The model families built into this binary (the manifest of a model directory names one).
-pub fn families() -> [&'static dyn sclm_model::Family; 1] {
-    [&sclm_cellplm::FAMILY]
+pub fn families() -> [&'static dyn sclm_model::Family; 2] {
+    [&sclm_cellplm::FAMILY, &sclm_langcell::FAMILY]
 }
 
 /// Opens a model directory of any family built in.
@@ -138,6 +140,7 @@ fn main() -> ExitCode {
         Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
         Command::Finetune(a) => commands::finetune::run(&cli.global, a),
         Command::Predict(a) => commands::finetune::predict(&cli.global, a),
+        Command::Annotate(a) => commands::annotate::run(&cli.global, a),
         Command::Embed(a) => commands::embed::run(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),

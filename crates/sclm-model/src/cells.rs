@@ -99,16 +99,16 @@ pub fn for_each_piece(
         check_counts(m, opts.allow_non_integer)?;
     }
     for part in plan_pieces(groups, n, opts.max_cells_per_forward) {
-        let (ptr, idx, val) = match whole {
-            Some(m) => mapping.remap(m, &part),
+        let ((ptr, idx, val), totals) = match whole {
+            Some(m) => (mapping.remap(m, &part), row_totals(m, &part)),
             None => {
                 let sub = x.gather(&part)?;
                 check_counts_rows(&sub, &part, opts.allow_non_integer)?;
                 let all: Vec<usize> = (0..part.len()).collect();
-                mapping.remap(&sub, &all)
+                (mapping.remap(&sub, &all), row_totals(&sub, &all))
             }
         };
-        let counts = CsrRows::new(n_vocab, &ptr, &idx, &val)?;
+        let counts = CsrRows::new(n_vocab, &ptr, &idx, &val)?.with_totals(&totals)?;
         let pc: Option<Vec<[f32; 2]>> = coords.map(|c| part.iter().map(|&r| c[r]).collect());
         f(&part, &counts, pc.as_deref())?;
     }
@@ -227,6 +227,14 @@ struct Pending {
     ptr: Vec<usize>,
     idx: Vec<u32>,
     val: Vec<f32>,
+    /// Raw total of each row over all the dataset's genes.
+    totals: Vec<f32>,
+}
+
+/// The raw total of each of `rows` of `m` over all its genes (the library size before genes
+/// outside a vocabulary are dropped).
+fn row_totals(m: &CsrMatrix, rows: &[usize]) -> Vec<f32> {
+    rows.iter().map(|&r| m.row(r).1.iter().sum()).collect()
 }
 
 /// Calls `f` once per forward call of [`plan_pieces`], reading the counts in row chunks
@@ -297,6 +305,7 @@ pub fn stream_pieces<E: From<ModelError>>(
                     buf.ptr.push(0);
                 }
                 let (cols, vals) = x.row(i);
+                buf.totals.push(vals.iter().sum());
                 for (&c, &v) in cols.iter().zip(vals) {
                     for &g in &mapping.col_to_vocab()[c as usize] {
                         buf.idx.push(g);
@@ -307,7 +316,9 @@ pub fn stream_pieces<E: From<ModelError>>(
                 let part = &pieces[p as usize];
                 if buf.ptr.len() == part.len() + 1 {
                     let buf = pending.remove(&p).unwrap_or_default();
-                    let counts = CsrRows::new(n_vocab, &buf.ptr, &buf.idx, &buf.val).map_err(ModelError::from)?;
+                    let counts = CsrRows::new(n_vocab, &buf.ptr, &buf.idx, &buf.val)
+                        .and_then(|c| c.with_totals(&buf.totals))
+                        .map_err(ModelError::from)?;
                     let pc: Option<Vec<[f32; 2]>> = cells.coords.map(|c| part.iter().map(|&r| c[r]).collect());
                     f(part, &counts, pc.as_deref())?;
                 }

@@ -21,6 +21,10 @@ pub struct CsrRows<'a> {
     pub indices: &'a [u32],
     /// Stored values.
     pub data: &'a [f32],
+    /// Per-row totals over every gene the dataset measured, when the rows were re-indexed
+    /// onto a vocabulary that drops some of them (`None`: the rows hold every gene). Models
+    /// that normalise by the raw library size (LangCell's rank-value encoding) read it.
+    pub totals: Option<&'a [f32]>,
 }
 
 impl<'a> CsrRows<'a> {
@@ -43,7 +47,24 @@ impl<'a> CsrRows<'a> {
         if let Some(bad) = indices.iter().find(|&&c| c as usize >= n_cols) {
             return Err(NnError::Shape(format!("CSR column index {bad} out of range for {n_cols} columns")));
         }
-        Ok(Self { n_cols, indptr, indices, data })
+        Ok(Self { n_cols, indptr, indices, data, totals: None })
+    }
+
+    /// The same rows with per-row raw totals (one per row).
+    pub fn with_totals(self, totals: &'a [f32]) -> Result<Self, NnError> {
+        if totals.len() != self.n_rows() {
+            return Err(NnError::Shape(format!("{} row totals for {} rows", totals.len(), self.n_rows())));
+        }
+        Ok(Self { totals: Some(totals), ..self })
+    }
+
+    /// The total of row `i` over every gene the dataset measured ([`CsrRows::totals`]), or over
+    /// the stored values when no totals were given.
+    pub fn row_total(&self, i: usize) -> f32 {
+        match self.totals {
+            Some(t) => t[i],
+            None => self.data[self.indptr[i]..self.indptr[i + 1]].iter().sum(),
+        }
     }
 
     /// Number of rows.

@@ -19,6 +19,7 @@
 //! - [`vq`]: vector quantiser with affine codebook, straight-through gradient, dead-code reset.
 //! - [`latent`]: Gaussian and Gaussian-mixture latent layers.
 //! - [`loss`]: MSE, NB/ZINB log-likelihoods, cross-entropy, BCE, InfoNCE, focal loss.
+//! - [`remap`]: declarative tables pairing parameters with published state-dict names and layouts.
 //! - [`train`]: trainer and its step seam (plain losses, multi-loss, momentum-encoder and
 //!   divide-and-conquer contrastive steps), grouped AdamW, schedules, checkpoints, run log.
 //! - [`host`]: inference path on plain host buffers (fused element-wise passes, SIMD dispatch,
@@ -39,6 +40,7 @@ pub mod error;
 pub mod host;
 pub mod latent;
 pub mod loss;
+pub mod remap;
 pub mod train;
 pub(crate) mod util;
 pub mod vq;

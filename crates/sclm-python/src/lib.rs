@@ -27,8 +27,8 @@ mod tasks;
 use matrix::MatrixArg;
 
 /// The families built into this module (the same list as the CLI's).
-pub(crate) fn families() -> [&'static dyn sclm_model::Family; 1] {
-    [&sclm_cellplm::FAMILY]
+pub(crate) fn families() -> [&'static dyn sclm_model::Family; 2] {
+    [&sclm_cellplm::FAMILY, &sclm_langcell::FAMILY]
 }
 
 /// The built-in family named `name`, or a `ValueError` listing the known ones.

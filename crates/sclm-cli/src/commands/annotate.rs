@@ -1,0 +1,179 @@
+//! `sclm annotate`: zero-shot cell-type annotation from class names and their texts (LangCell).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use sclm_data::{Array2, Column, Dense};
+use sclm_langcell::annotate::zero_shot;
+use sclm_langcell::ontology::{label_texts, read_text_table, Ontology};
+use sclm_langcell::zeroshot::{ZeroShotOptions, DEFAULT_ALPHA};
+use sclm_langcell::LangCellModel;
+use sclm_model::{EmbedOptions, PieceOptions};
+
+use crate::commands::finetune::model_input;
+use crate::Global;
+
+/// Arguments of `sclm annotate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Input: .h5ad with raw counts (X or --layer), Cell Ranger .h5 or matrix directory.
+    pub input: PathBuf,
+    /// A LangCell model directory (`sclm import langcell`, `sclm pretrain langcell`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output .h5ad: the input with obs `<key-added>` (class), `<key-added>_score` and obsm
+    /// `<key-added>_scores` (cells × classes, columns in the order of the classes printed).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Candidate classes, comma-separated (e.g. "B cell,T cell,natural killer cell").
+    #[arg(long, conflicts_with = "classes_from", value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// Take the candidate classes from the distinct values of this obs column.
+    #[arg(long)]
+    pub classes_from: Option<String>,
+    /// Cell Ontology TSV (id, name, definition, synonyms, ...): class texts
+    /// "cell type: {name}. {definition}" for classes that match a term by name or synonym.
+    #[arg(long)]
+    pub ontology: Option<PathBuf>,
+    /// Your own class texts: a TSV of `class<TAB>text` lines (used before the ontology).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Leave out classes with no text (reported) instead of failing.
+    #[arg(long)]
+    pub drop_unmatched: bool,
+    /// Weight of cell-text similarity against cell-text matching (paper default 0.2; the
+    /// published notebook uses 0.1).
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
+    pub alpha: f64,
+    /// Run cell-text matching only for the k classes most similar to each cell (faster).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// obs column with the true labels: report accuracy and macro-F1 (similarity only, matching
+    /// only, combined) for the cells whose label is a candidate class.
+    #[arg(long)]
+    pub truth: Option<String>,
+    /// obs key of the predictions (default `langcell_zero_shot`).
+    #[arg(long, default_value = "langcell_zero_shot")]
+    pub key_added: String,
+    /// Layer holding the counts (default: X).
+    #[arg(long, conflicts_with = "use_raw")]
+    pub layer: Option<String>,
+    /// Use `raw.X` and `raw.var` instead of X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// The values are log1p of normalised counts: undo the log1p.
+    #[arg(long)]
+    pub log1p_input: bool,
+    /// Accept non-integer values.
+    #[arg(long)]
+    pub allow_non_integer: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    let file = a.input.display().to_string();
+    let device = g.device()?;
+    let model = LangCellModel::load(&a.model, &device).with_context(|| a.model.display().to_string())?;
+    let (adata, report) = sclm_io::read_any(&a.input)?;
+    crate::progress::warn_read(g.quiet, &a.input, &report);
+    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
+    let classes: Vec<String> = match (&a.classes_from, a.classes.is_empty()) {
+        (Some(k), _) => {
+            let col = input.obs.column(k, "obs column").with_context(|| file.clone())?;
+            col.to_labels().into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+        }
+        (None, false) => a.classes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        (None, true) => bail!("give the candidate classes with --classes or --classes-from"),
+    };
+    if a.ontology.is_none() && a.texts.is_none() {
+        bail!("give class texts with --ontology (Cell Ontology TSV) and/or --texts (class<TAB>text)");
+    }
+    let onto = a.ontology.as_ref().map(|p| Ontology::read(p)).transpose()?;
+    let user = a.texts.as_ref().map(|p| read_text_table(p)).transpose()?;
+    let lt = label_texts(&classes, user.as_ref(), onto.as_ref());
+    crate::progress::note(g.quiet, format!("class texts:\n{}", lt.report().trim_end()));
+    if !lt.unmatched.is_empty() && !a.drop_unmatched {
+        bail!(
+            "no text for {} class(es): {} (add them to --texts, or pass --drop-unmatched)",
+            lt.unmatched.len(),
+            lt.unmatched.join(", ")
+        );
+    }
+    if lt.matched.is_empty() {
+        bail!("no class has a text");
+    }
+    let names: Vec<String> = lt.matched.iter().map(|m| m.0.clone()).collect();
+    let texts: Vec<String> = lt.matched.iter().map(|m| m.1.clone()).collect();
+    let opts = ZeroShotOptions { alpha: a.alpha, top_k: a.top_k };
+    let eopts = EmbedOptions {
+        layer: a.layer.clone(),
+        pieces: PieceOptions { allow_non_integer: a.allow_non_integer || a.log1p_input, ..Default::default() },
+        ..Default::default()
+    };
+    let bar = crate::progress::bar(input.n_obs() as u64, "zero-shot", "cells", g.quiet);
+    let res = zero_shot(&model, &input, &texts, &opts, &eopts, &mut |n| bar.set_position(n as u64))
+        .with_context(|| file.clone())?;
+    bar.finish_and_clear();
+    crate::progress::note(g.quiet, format!("{file}: {}", res.matched.report()));
+    for (c, n) in &res.truncated_texts {
+        crate::progress::note(
+            g.quiet,
+            format!("text of '{}' cut by {n} tokens to the text encoder's positions", names[*c]),
+        );
+    }
+    let k = names.len();
+    let combined = res.scores.combined(a.alpha);
+    let pred_idx = res.scores.predictions(a.alpha);
+    let pred: Vec<String> = pred_idx.iter().map(|&i| names[i].clone()).collect();
+    let score: Vec<f32> = pred_idx.iter().enumerate().map(|(r, &i)| combined[r * k + i]).collect();
+    if let Some(t) = &a.truth {
+        let truth = input.obs.column(t, "obs column").with_context(|| file.clone())?.to_labels();
+        let keep: Vec<usize> = (0..truth.len()).filter(|&i| names.contains(&truth[i])).collect();
+        if keep.is_empty() {
+            bail!("no cell's '{t}' label is among the candidate classes");
+        }
+        let y: Vec<String> = keep.iter().map(|&i| truth[i].clone()).collect();
+        println!(
+            "zero-shot annotation of {} cells ({} classes; {} cells with other labels left out)",
+            keep.len(),
+            k,
+            truth.len() - keep.len()
+        );
+        println!("{:<22} {:>9} {:>9}", "scores", "accuracy", "macro-F1");
+        let argmax = |v: &[f32], r: usize| sclm_model::argmax(&v[r * k..(r + 1) * k]).0;
+        let rows: [(&str, Box<dyn Fn(usize) -> usize>); 4] = [
+            ("similarity (alpha 1)", Box::new(|r| argmax(&res.scores.sim, r))),
+            ("matching (alpha 0)", Box::new(|r| argmax(&res.scores.ctm, r))),
+            ("alpha 0.1 (notebook)", Box::new(|r| argmax(&res.scores.combined(0.1), r))),
+            ("chosen alpha", Box::new(|r| pred_idx[r])),
+        ];
+        for (label, f) in rows.iter() {
+            let p: Vec<String> = keep.iter().map(|&r| names[f(r)].clone()).collect();
+            let label = if *label == "chosen alpha" { format!("alpha {}", a.alpha) } else { label.to_string() };
+            println!(
+                "{label:<22} {:>9.4} {:>9.4}",
+                sclm_eval::metrics::accuracy(&y, &p)?,
+                sclm_eval::metrics::f1_macro(&y, &p)?
+            );
+        }
+    }
+    let mut out = adata;
+    out.obs.insert(a.key_added.clone(), Column::Str(pred))?;
+    out.obs.insert(format!("{}_score", a.key_added), Column::F32(score))?;
+    out.obsm.insert(
+        format!("{}_scores", a.key_added),
+        Array2::F32(Dense { nrows: input.n_obs(), ncols: k, data: combined }),
+    );
+    sclm_io::write_h5ad(&out, &a.output, &Default::default())?;
+    crate::progress::note(
+        g.quiet,
+        format!(
+            "wrote {} (obs['{}'], obsm['{}_scores'] over: {})",
+            a.output.display(),
+            a.key_added,
+            a.key_added,
+            names.join(", ")
+        ),
+    );
+    Ok(())
+}

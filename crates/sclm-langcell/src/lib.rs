@@ -1,0 +1,33 @@
+//! LangCell (Zhao et al. 2024, "LangCell: Language-Cell Pre-training for Cell Identity
+//! Understanding") on the sclm model layer.
+//!
+//! - [`tokenizer`]: Geneformer's rank-value encoding over the published vocabulary.
+//! - [`text`]: WordPiece text tokenization (Hugging Face `tokenizers`).
+//! - [`bert`]: BERT as `transformers.BertModel` computes it, with LangCell's multimodal
+//!   cross-attention layers.
+//! - [`model`]: the cell and text encoders with `cell_proj`, `text_proj` and `ctm_head`.
+//! - [`ontology`]: class texts from the Cell Ontology, label matching with a report.
+//! - [`weights`]: published key names, the model directory, import of the published layout.
+//! - [`family`]: [`LangCellModel`] implements `sclm_model::CellModel`.
+//! - [`annotate`]: zero-shot annotation of an AnnData.
+//! - [`zeroshot`]: zero-shot annotation from class texts (similarity and cell-text matching).
+#![warn(missing_docs)]
+
+pub mod annotate;
+pub mod bert;
+pub mod config;
+pub mod error;
+pub mod family;
+pub mod model;
+pub mod ontology;
+pub mod text;
+pub mod tokenizer;
+pub mod weights;
+pub mod zeroshot;
+
+pub use config::{BertConfig, LangCellConfig};
+pub use error::{LangCellError, Result};
+pub use family::{LangCellModel, FAMILY, NAME};
+pub use model::{Batch, LangCell};
+pub use text::TextTokenizer;
+pub use tokenizer::RankValueTokenizer;
