@@ -4,13 +4,15 @@
 >>> model = sclm.load("cellplm-85m/")          # any family; or sclm.CellPLM.load(...)
 >>> model.embed(adata)                         # adata.obsm["X_cellplm"], in place
 >>> z = model.get_latent_representation(adata) # the array (n_obs × dim, float32)
+>>> lc = sclm.LangCell.load("langcell/")       # zero-shot cell types from texts:
+>>> lc.annotate(adata, classes=["B cell", "T cell"], ontology="cell_ontology.tsv")
 
 Modules: :mod:`sclm.tl` (scanpy-style functions), :mod:`sclm.finetune` (annotation and the
 other task protocols, reports as DataFrames), :func:`sclm.pretrain`, :mod:`sclm.dask`
 (embedding a Dask-backed dataset on a cluster, identical to one process).
 """
 from . import _sclm
-from ._model import CellPLM, Model, load
+from ._model import CellPLM, LangCell, Model, load
 from ._train import pretrain
 from . import finetune, tl
 
@@ -31,4 +33,4 @@ def set_threads(n: int) -> None:
     _sclm.set_threads(int(n))
 
 
-__all__ = ["Model", "CellPLM", "load", "pretrain", "finetune", "tl", "set_threads", "__version__", "dask"]
+__all__ = ["Model", "CellPLM", "LangCell", "load", "pretrain", "finetune", "tl", "set_threads", "__version__", "dask"]

@@ -77,8 +77,9 @@ enum Command {
     Plot(commands::plot::Args),
     /// Import a published checkpoint into an sclm model directory.
     Import(commands::import::ImportArgs),
-    /// Pretrain a model from scratch on .h5ad files (CellPLM: masked-cell modelling).
-    Pretrain(commands::pretrain::Args),
+    /// Pretrain a model on .h5ad files (CellPLM: masked-cell modelling; LangCell: cell-text alignment).
+    #[command(subcommand)]
+    Pretrain(commands::pretrain::Family),
     /// Fine-tune a model for a downstream task and score it next to its baseline.
     Finetune(commands::finetune::Args),
     /// Predict with a fine-tuned model (cell types from `finetune annotation --save-model`).
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
         Command::Baseline(a) => commands::baseline::run(&cli.global, a),
         Command::Plot(a) => commands::plot::run(&cli.global, a),
         Command::Import(a) => commands::import::import(&cli.global, a),
-        Command::Pretrain(a) => commands::pretrain::run(&cli.global, a),
+        Command::Pretrain(f) => commands::pretrain::dispatch(&cli.global, f),
         Command::Finetune(a) => commands::finetune::run(&cli.global, a),
         Command::Predict(a) => commands::finetune::predict(&cli.global, a),
         Command::Annotate(a) => commands::annotate::run(&cli.global, a),

@@ -7,7 +7,10 @@
 //!
 //! Module fields are named after the Hugging Face modules; [`Bert::slots`] lists every
 //! parameter under its Hugging Face state-dict key.
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::module::Param;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 use sclm_nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use sclm_nn::burn;
@@ -108,28 +111,51 @@ pub struct Bert {
     config: BertConfig,
 }
 
+/// Hugging Face's BERT initialisation (`BertPreTrainedModel._init_weights`): weights of every
+/// `Linear` and `Embedding` from N(0, `initializer_range`²), biases 0, LayerNorm 1 and 0.
+pub(crate) fn bert_init(c: &BertConfig) -> Initializer {
+    Initializer::Normal { mean: 0.0, std: c.initializer_range }
+}
+
+/// A `Linear` with BERT's initialisation (zero bias).
+pub(crate) fn bert_linear(c: &BertConfig, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    let mut l = LinearConfig::new(d_in, d_out).with_initializer(bert_init(c)).init(device);
+    if let Some(b) = l.bias.as_mut() {
+        *b = Param::from_tensor(Tensor::zeros([d_out], device));
+    }
+    l
+}
+
 fn attention_block(c: &BertConfig, d_kv: Option<usize>, device: &Device) -> BertAttention {
+    let d_kv_in = d_kv.unwrap_or(c.hidden_size);
+    let mut attn = MultiHeadAttentionConfig::new(c.hidden_size, c.num_attention_heads)
+        .with_d_kv(d_kv)
+        .with_dropout(c.attention_probs_dropout_prob)
+        .init(device);
+    attn.query_projection = bert_linear(c, c.hidden_size, c.hidden_size, device);
+    attn.key_projection = bert_linear(c, d_kv_in, c.hidden_size, device);
+    attn.value_projection = bert_linear(c, d_kv_in, c.hidden_size, device);
+    attn.out_projection = bert_linear(c, c.hidden_size, c.hidden_size, device);
     BertAttention {
-        attn: MultiHeadAttentionConfig::new(c.hidden_size, c.num_attention_heads)
-            .with_d_kv(d_kv)
-            .with_dropout(c.attention_probs_dropout_prob)
-            .init(device),
+        attn,
         layer_norm: LayerNormConfig::new(c.hidden_size).with_epsilon(c.layer_norm_eps).init(device),
         dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
     }
 }
 
 impl BertConfig {
-    /// Builds the encoder with random weights (burn's default initialisation).
+    /// Builds the encoder with random weights (Hugging Face's BERT initialisation, see
+    /// [`bert_init`]).
     pub fn init(&self, device: &Device) -> Result<Bert> {
         self.validate().map_err(LangCellError::Config)?;
         let act = self.activation()?;
         let ln = || LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps).init(device);
+        let emb =
+            |rows: usize| EmbeddingConfig::new(rows, self.hidden_size).with_initializer(bert_init(self)).init(device);
         let embeddings = BertEmbeddings {
-            word_embeddings: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-            position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, self.hidden_size).init(device),
-            token_type_embeddings: (self.type_vocab_size > 0)
-                .then(|| EmbeddingConfig::new(self.type_vocab_size, self.hidden_size).init(device)),
+            word_embeddings: emb(self.vocab_size),
+            position_embeddings: emb(self.max_position_embeddings),
+            token_type_embeddings: (self.type_vocab_size > 0).then(|| emb(self.type_vocab_size)),
             layer_norm: ln(),
             dropout: DropoutConfig::new(self.hidden_dropout_prob).init(),
         };
@@ -139,8 +165,8 @@ impl BertConfig {
                 crossattention: self
                     .add_cross_attention
                     .then(|| attention_block(self, Some(self.cross_width()), device)),
-                intermediate: LinearConfig::new(self.hidden_size, self.intermediate_size).init(device),
-                output: LinearConfig::new(self.intermediate_size, self.hidden_size).init(device),
+                intermediate: bert_linear(self, self.hidden_size, self.intermediate_size, device),
+                output: bert_linear(self, self.intermediate_size, self.hidden_size, device),
                 output_norm: ln(),
                 dropout: DropoutConfig::new(self.hidden_dropout_prob).init(),
                 activation: act,

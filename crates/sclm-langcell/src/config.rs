@@ -47,6 +47,9 @@ pub struct BertConfig {
     /// LayerNorm epsilon (default 1e-12).
     #[serde(default = "d_eps")]
     pub layer_norm_eps: f64,
+    /// Standard deviation of the initial weights (default 0.02).
+    #[serde(default = "d_init")]
+    pub initializer_range: f64,
     /// Padding token id (default 0).
     #[serde(default)]
     pub pad_token_id: usize,
@@ -89,6 +92,9 @@ fn d_types() -> usize {
 }
 fn d_eps() -> f64 {
     1e-12
+}
+fn d_init() -> f64 {
+    0.02
 }
 
 impl Default for BertConfig {
@@ -229,8 +235,8 @@ impl LangCellConfig {
     }
 
     /// A small CPU preset for `n_genes` genes and a text vocabulary of `text_vocab` tokens:
-    /// cell encoder 64 wide, 2 layers, 4 heads, 256 tokens; text encoder 64 wide, 2 layers,
-    /// 4 heads, 64 positions; shared space 32. Used by tests and by protocols run without a
+    /// cell encoder 64 wide, 2 layers, 4 heads, 256 tokens, dropout 0.02 (as published); text encoder 64 wide, 2 layers,
+    /// 4 heads, 128 positions; shared space 32. Used by tests and by protocols run without a
     /// pretrained model.
     pub fn small(n_genes: usize, text_vocab: usize) -> Self {
         let cell = BertConfig {
@@ -240,8 +246,8 @@ impl LangCellConfig {
             num_attention_heads: 4,
             intermediate_size: 128,
             hidden_act: "relu".into(),
-            hidden_dropout_prob: 0.1,
-            attention_probs_dropout_prob: 0.1,
+            hidden_dropout_prob: 0.02,
+            attention_probs_dropout_prob: 0.02,
             max_position_embeddings: 256,
             ..Default::default()
         };
@@ -251,7 +257,7 @@ impl LangCellConfig {
             num_hidden_layers: 2,
             num_attention_heads: 4,
             intermediate_size: 128,
-            max_position_embeddings: 64,
+            max_position_embeddings: 128,
             type_vocab_size: 0,
             add_cross_attention: true,
             encoder_width: Some(64),

@@ -8,6 +8,9 @@
 //! - [`model`]: the cell and text encoders with `cell_proj`, `text_proj` and `ctm_head`.
 //! - [`ontology`]: class texts from the Cell Ontology, label matching with a report.
 //! - [`weights`]: published key names, the model directory, import of the published layout.
+//! - [`corpus`]: datasets as token sequences; gene medians of a new corpus.
+//! - [`pretrain`]: both pretraining stages (MGM, C-C, C-T, CTM) as one training step.
+//! - [`run`]: a whole pretraining run over AnnData files (vocabulary, texts, split, zero-shot check).
 //! - [`family`]: [`LangCellModel`] implements `sclm_model::CellModel`.
 //! - [`annotate`]: zero-shot annotation of an AnnData.
 //! - [`zeroshot`]: zero-shot annotation from class texts (similarity and cell-text matching).
@@ -16,10 +19,13 @@
 pub mod annotate;
 pub mod bert;
 pub mod config;
+pub mod corpus;
 pub mod error;
 pub mod family;
 pub mod model;
 pub mod ontology;
+pub mod pretrain;
+pub mod run;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;

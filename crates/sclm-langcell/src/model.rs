@@ -5,7 +5,7 @@
 //! (`ctm_head`, 2 logits on the multimodal `[CLS]`). As published (PharMolix/LangCell@69e41ef,
 //! `LangCell-annotation-zeroshot/zero-shot.ipynb`: `Pooler`, `cell_encode`, `text_encode`,
 //! `ctm`).
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorData;
@@ -13,7 +13,7 @@ use sclm_nn::burn;
 use sclm_nn::loss::l2_normalize;
 use sclm_nn::remap::{linear, Slots};
 
-use crate::bert::{Bert, CrossContext};
+use crate::bert::{bert_linear, Bert, CrossContext};
 use crate::config::LangCellConfig;
 use crate::error::{LangCellError, Result};
 use crate::tokenizer::PAD_TOKEN;
@@ -42,9 +42,9 @@ impl LangCellConfig {
         Ok(LangCell {
             cell_bert: self.cell.init(device)?,
             text_bert: self.text.init(device)?,
-            cell_proj: LinearConfig::new(self.cell.hidden_size, self.proj_dim).init(device),
-            text_proj: LinearConfig::new(self.text.hidden_size, self.proj_dim).init(device),
-            ctm_head: LinearConfig::new(self.text.hidden_size, 2).init(device),
+            cell_proj: bert_linear(&self.cell, self.cell.hidden_size, self.proj_dim, device),
+            text_proj: bert_linear(&self.text, self.text.hidden_size, self.proj_dim, device),
+            ctm_head: bert_linear(&self.text, self.text.hidden_size, 2, device),
             config: self.clone(),
         })
     }

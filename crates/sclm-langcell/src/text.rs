@@ -73,6 +73,56 @@ impl TextTokenizer {
         Self::checked(inner, path, max_tokens)
     }
 
+    /// A lower-case WordPiece tokenizer whose vocabulary is built from `texts`: the special
+    /// tokens, every word (lower-cased, split on whitespace and punctuation as BERT does) and
+    /// every character alone and as a `##` continuation, so any text of the same alphabet
+    /// tokenizes without `[UNK]`. For models pretrained from scratch on class texts.
+    pub fn from_texts(texts: &[String], max_tokens: usize) -> Result<Self> {
+        let mut vocab: Vec<String> =
+            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+        let mut seen: std::collections::HashSet<String> = vocab.iter().cloned().collect();
+        let mut add = |t: String, vocab: &mut Vec<String>| {
+            if seen.insert(t.clone()) {
+                vocab.push(t);
+            }
+        };
+        let mut chars = std::collections::BTreeSet::new();
+        for t in texts {
+            let lower = t.to_lowercase();
+            let mut word = String::new();
+            for c in lower.chars() {
+                if c.is_alphanumeric() {
+                    word.push(c);
+                    chars.insert(c);
+                } else {
+                    if !word.is_empty() {
+                        add(std::mem::take(&mut word), &mut vocab);
+                    }
+                    if !c.is_whitespace() && !c.is_control() {
+                        add(c.to_string(), &mut vocab);
+                    }
+                }
+            }
+            if !word.is_empty() {
+                add(word, &mut vocab);
+            }
+        }
+        for c in "abcdefghijklmnopqrstuvwxyz0123456789".chars() {
+            chars.insert(c);
+        }
+        for c in chars {
+            add(c.to_string(), &mut vocab);
+            add(format!("##{c}"), &mut vocab);
+        }
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("sclm-vocab-{}-{stamp}.txt", std::process::id()));
+        std::fs::write(&path, vocab.join("\n") + "\n").map_err(|e| LangCellError::io(&path, e))?;
+        let tok = Self::from_vocab(&path, true, max_tokens);
+        let _ = std::fs::remove_file(&path);
+        tok
+    }
+
     /// Reads a tokenizer from a Hugging Face model directory: `tokenizer.json` when present,
     /// else `vocab.txt` (lower-cased unless `tokenizer_config.json` says `do_lower_case: false`).
     pub fn from_hf_dir(dir: &Path, max_tokens: usize) -> Result<Self> {

@@ -372,6 +372,80 @@ impl Model {
         Ok((pred, prob.into_pyarray(py), r.report))
     }
 
+    /// Zero-shot scores of a LangCell model for the rows of `x` against one text per class:
+    /// `(sim, ctm, combined, embeddings, report, truncated)` — `cells × classes` softmaxes of
+    /// similarity and of cell-text matching, `alpha·sim + (1−alpha)·ctm`, the cell embeddings,
+    /// the gene-matching report and `(class, tokens cut)` of texts longer than the text encoder.
+    #[pyo3(signature = (x, var_names, var_columns, texts, gene_id_column = None, alpha = 0.2, top_k = None,
+                        max_cells = 10_000, allow_non_integer = false, progress = None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn zero_shot<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        var_names: Vec<String>,
+        var_columns: HashMap<String, Vec<String>>,
+        texts: Vec<String>,
+        gene_id_column: Option<String>,
+        alpha: f64,
+        top_k: Option<usize>,
+        max_cells: usize,
+        allow_non_integer: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<(
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyArray2<f32>>,
+        String,
+        Vec<(usize, usize)>,
+    )> {
+        let Some(lc) = self.inner.as_any().downcast_ref::<sclm_langcell::LangCellModel>() else {
+            return Err(PyNotImplementedError::new_err(format!(
+                "zero-shot annotation needs a LangCell model, not a {} model",
+                self.inner.family()
+            )));
+        };
+        let x = MatrixArg::extract(x)?;
+        let src = x.source()?;
+        let r = self.reading(
+            src.nrows(),
+            var_names,
+            var_columns,
+            gene_id_column,
+            None,
+            None,
+            max_cells,
+            allow_non_integer,
+        )?;
+        let mut rep = Reporter::new(progress);
+        let src = &*src;
+        let opts = sclm_langcell::zeroshot::ZeroShotOptions { alpha, top_k };
+        let out = detached(py, || {
+            let classes = lc.class_texts(&texts).map_err(|e| model_err(e.into()))?;
+            let scores =
+                sclm_langcell::annotate::zero_shot_rows(lc, src, &r.mapping, &classes, &opts, &r.pieces, &mut |n| {
+                    rep.tick(n)
+                })
+                .map_err(|e| model_err(e.into()))?;
+            Ok((scores, sclm_langcell::annotate::truncated(&classes)))
+        });
+        let (s, truncated) = rep.finish(out)?;
+        let n = src.nrows();
+        let k = s.n_classes;
+        let d = if n == 0 { 0 } else { s.cell_embeddings.len() / n };
+        let combined = s.combined(alpha);
+        let dense = |data: Vec<f32>, c: usize| Dense { nrows: n, ncols: c, data };
+        Ok((
+            to_numpy(py, dense(s.sim, k))?,
+            to_numpy(py, dense(s.ctm, k))?,
+            to_numpy(py, dense(combined, k))?,
+            to_numpy(py, dense(s.cell_embeddings, d))?,
+            r.report,
+            truncated,
+        ))
+    }
+
     fn __repr__(&self) -> String {
         let m = self.inner.manifest();
         let kind = if m.classes.is_empty() {
@@ -424,6 +498,26 @@ fn borrowed_addresses(x: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
 }
 
 /// The version of the native module (the workspace version).
+/// Texts for class labels: a user table (`texts`, label → text) first, then the Cell Ontology
+/// TSV at `ontology` by name or synonym. Returns `(labels, texts, report, unmatched)` for the
+/// labels that got a text, in input order.
+#[pyfunction]
+#[pyo3(signature = (labels, ontology = None, texts = None))]
+fn class_texts(
+    labels: Vec<String>,
+    ontology: Option<PathBuf>,
+    texts: Option<HashMap<String, String>>,
+) -> PyResult<(Vec<String>, Vec<String>, String, Vec<String>)> {
+    let onto = match &ontology {
+        Some(p) => Some(sclm_langcell::ontology::Ontology::read(p).map_err(|e| model_err(e.into()))?),
+        None => None,
+    };
+    let lt = sclm_langcell::ontology::label_texts(&labels, texts.as_ref(), onto.as_ref());
+    let report = lt.report();
+    let (names, t): (Vec<String>, Vec<String>) = lt.matched.into_iter().map(|m| (m.0, m.1)).unzip();
+    Ok((names, t, report, lt.unmatched))
+}
+
 #[pyfunction]
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
@@ -444,6 +538,7 @@ fn _sclm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_pieces, m)?)?;
     m.add_function(wrap_pyfunction!(borrowed_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(class_texts, m)?)?;
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     tasks::register(m)?;
     Ok(())

@@ -106,7 +106,6 @@ fn cellplm_stage(g: &Global, a: &Args, raw_path: &std::path::Path) -> Result<()>
     let model_dir = a.output.join("cellplm_small");
     println!("6. pretrain a small CellPLM (masked-cell modelling, {} epochs) on the raw counts:", a.pretrain_epochs);
     let args = super::pretrain::Args {
-        family: super::pretrain::Family::Cellplm,
         input: vec![raw_path.to_path_buf()],
         config: "small".into(),
         output: model_dir.clone(),

@@ -12,4 +12,5 @@ pub mod info;
 pub mod plot;
 pub mod preprocess;
 pub mod pretrain;
+pub mod pretrain_langcell;
 pub mod simulate;

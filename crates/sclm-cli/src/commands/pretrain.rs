@@ -1,4 +1,6 @@
-//! `sclm pretrain cellplm`: masked-cell pretraining on one or more .h5ad files.
+//! `sclm pretrain <family>`: pretraining on one or more .h5ad files (`cellplm`: masked-cell
+//! modelling; `langcell`: masked gene modelling, cell-cell and cell-text contrast, cell-text
+//! matching), each family with its own options.
 
 use std::path::{Path, PathBuf};
 
@@ -9,19 +11,26 @@ use sclm_nn::train::{Progress, StepReport};
 
 use crate::Global;
 
-/// Model families that can be pretrained.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// The families that can be pretrained, each with its options.
+#[derive(Debug, clap::Subcommand)]
 pub enum Family {
     /// CellPLM: masked-cell language modelling over groups of cells (paper §3.3).
-    Cellplm,
+    Cellplm(Args),
+    /// LangCell: cells aligned with the texts of their cell types (paper §3.3, both stages).
+    Langcell(super::pretrain_langcell::Args),
 }
 
-/// Arguments of `sclm pretrain`.
+/// Runs `sclm pretrain <family>`.
+pub fn dispatch(g: &Global, f: Family) -> Result<()> {
+    match f {
+        Family::Cellplm(a) => run(g, a),
+        Family::Langcell(a) => super::pretrain_langcell::run(g, a),
+    }
+}
+
+/// Arguments of `sclm pretrain cellplm`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model family.
-    #[arg(value_enum)]
-    pub family: Family,
     /// Training data: .h5ad files (or Cell Ranger outputs) with raw counts, one or more; their
     /// gene panels may differ: the vocabulary is their union and each is reconstructed on its
     /// own genes.
@@ -72,8 +81,8 @@ pub struct Args {
     pub drop_node_rate: f64,
 }
 
-struct Bar {
-    pb: indicatif::ProgressBar,
+pub(crate) struct Bar {
+    pub(crate) pb: indicatif::ProgressBar,
 }
 
 impl Progress for Bar {
@@ -83,12 +92,11 @@ impl Progress for Bar {
     }
 }
 
-fn dataset_name(path: &Path) -> String {
+pub(crate) fn dataset_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| path.display().to_string())
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
-    let Family::Cellplm = a.family;
     let mut datasets = Vec::new();
     let mut names = Vec::new();
     for p in &a.input {

@@ -1,0 +1,195 @@
+//! `sclm pretrain langcell`: both LangCell pretraining stages on labelled .h5ad files whose
+//! cell types get texts from the Cell Ontology or the user's table.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use sclm_langcell::ontology::{label_texts, read_text_table, Ontology};
+use sclm_langcell::pretrain::PretrainConfig;
+use sclm_langcell::run::{pretrain_datasets, PretrainRun};
+use sclm_langcell::LangCellConfig;
+
+use super::pretrain::{dataset_name, Bar};
+use crate::Global;
+
+/// Arguments of `sclm pretrain langcell`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Training data: .h5ad files (or Cell Ranger outputs) with raw counts and cell-type labels.
+    /// A fresh model's vocabulary is built from them and needs one shared gene list.
+    #[arg(required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output model directory.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// obs column with the cell-type labels.
+    #[arg(long, default_value = "cell_type")]
+    pub label_key: String,
+    /// Cell Ontology TSV: label texts "cell type: {name}. {definition}" by name or synonym.
+    #[arg(long)]
+    pub ontology: Option<PathBuf>,
+    /// Your own label texts: a TSV of `label<TAB>text` lines (used before the ontology).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Leave out cells whose label has no text (reported) instead of failing.
+    #[arg(long)]
+    pub drop_unmatched: bool,
+    /// Continue from this LangCell model directory (e.g. `sclm import langcell`): its
+    /// vocabulary, tokenizers and weights. Default: a fresh model of `--config`.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Architecture of a fresh model: `small` (64 wide, 2 layers; CPU) or a JSON LangCell
+    /// config file (`langcell.json` of a model directory).
+    #[arg(long, default_value = "small", conflicts_with = "init")]
+    pub config: String,
+    /// Longest cell input of the `small` preset, `<cls>` included.
+    #[arg(long, default_value_t = 256)]
+    pub max_cell_tokens: usize,
+    /// 1: masked gene modelling + cell-cell contrast; 2: all four losses.
+    #[arg(long, default_value_t = 2)]
+    pub stage: u8,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Cells per optimiser step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate (linear warm-up, then linear decay).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup_steps: usize,
+    /// AdamW weight decay (paper: 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    pub weight_decay: f64,
+    /// Fraction of gene tokens masked for masked gene modelling.
+    #[arg(long, default_value_t = 0.15)]
+    pub mask_ratio: f64,
+    /// Weight of masked gene modelling.
+    #[arg(long, default_value_t = 1.0)]
+    pub w_mgm: f64,
+    /// Weight of cell-cell contrast.
+    #[arg(long, default_value_t = 1.0)]
+    pub w_cc: f64,
+    /// Weight of cell-text contrast (stage 2).
+    #[arg(long, default_value_t = 1.0)]
+    pub w_ct: f64,
+    /// Weight of cell-text matching (stage 2).
+    #[arg(long, default_value_t = 1.0)]
+    pub w_ctm: f64,
+    /// Temperature of both contrasts.
+    #[arg(long, default_value_t = 0.05)]
+    pub temperature: f64,
+    /// Past momentum keys kept as extra cell-cell negatives.
+    #[arg(long, default_value_t = 256)]
+    pub queue_size: usize,
+    /// EMA momentum of the momentum encoder.
+    #[arg(long, default_value_t = 0.995)]
+    pub momentum: f64,
+    /// Fraction of cells held out for validation and the zero-shot check.
+    #[arg(long, default_value_t = 0.1)]
+    pub valid_fraction: f64,
+    /// Layer holding the raw counts (default: X).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Run directory for log.jsonl and the per-epoch checkpoint (default: `<out>.run`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the checkpoint in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    let mut datasets = Vec::new();
+    let mut names = Vec::new();
+    for p in &a.input {
+        let (ad, report) = sclm_io::read_any(p)?;
+        crate::progress::warn_read(g.quiet, p, &report);
+        let mut name = dataset_name(p);
+        while names.contains(&name) {
+            name.push('_');
+        }
+        names.push(name);
+        datasets.push(ad);
+    }
+    let mut labels = BTreeSet::new();
+    for (ad, n) in datasets.iter().zip(&names) {
+        let col = ad.obs.column(&a.label_key, "obs column").map_err(|e| anyhow::anyhow!("{n}: {e}"))?;
+        labels.extend(col.to_labels());
+    }
+    let labels: Vec<String> = labels.into_iter().collect();
+    if a.ontology.is_none() && a.texts.is_none() {
+        bail!("give label texts with --ontology (Cell Ontology TSV) and/or --texts (label<TAB>text)");
+    }
+    let onto = a.ontology.as_ref().map(|p| Ontology::read(p)).transpose()?;
+    let user = a.texts.as_ref().map(|p| read_text_table(p)).transpose()?;
+    let lt = label_texts(&labels, user.as_ref(), onto.as_ref());
+    crate::progress::note(g.quiet, format!("label texts:\n{}", lt.report().trim_end()));
+    if !lt.unmatched.is_empty() && !a.drop_unmatched {
+        bail!(
+            "no text for {} label(s): {} (add them to --texts, or pass --drop-unmatched to leave their cells out)",
+            lt.unmatched.len(),
+            lt.unmatched.join(", ")
+        );
+    }
+    let config = match (a.init.is_some(), a.config.as_str()) {
+        (true, _) | (false, "small") => None,
+        (false, path) => Some(LangCellConfig::from_json_file(path)?),
+    };
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
+        let mut s = a.output.clone().into_os_string();
+        s.push(".run");
+        PathBuf::from(s)
+    });
+    let run = PretrainRun {
+        init: a.init.clone(),
+        config,
+        max_cell_tokens: a.max_cell_tokens,
+        label_key: a.label_key.clone(),
+        layer: a.layer.clone(),
+        texts: lt.matched.iter().map(|m| (m.0.clone(), m.1.clone())).collect(),
+        valid_fraction: a.valid_fraction,
+        train: PretrainConfig {
+            stage: a.stage,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            warmup_steps: a.warmup_steps,
+            mask_ratio: a.mask_ratio,
+            w_mgm: a.w_mgm,
+            w_cc: a.w_cc,
+            w_ct: a.w_ct,
+            w_ctm: a.w_ctm,
+            temperature: a.temperature,
+            queue_size: a.queue_size,
+            momentum: a.momentum,
+            seed: g.seed,
+            ..Default::default()
+        },
+        run_dir: Some(run_dir.clone()),
+        resume: a.resume,
+    };
+    let named: Vec<(String, &sclm_data::AnnData)> = names.iter().cloned().zip(datasets.iter()).collect();
+    let n_cells: usize = datasets.iter().map(|d| d.n_obs()).sum();
+    let steps =
+        (n_cells as f64 * (1.0 - a.valid_fraction) / a.batch_size.max(2) as f64).ceil() as u64 * a.epochs as u64;
+    let mut bar = Bar { pb: crate::progress::bar(steps, "pretrain", "steps", g.quiet) };
+    let out = pretrain_datasets(&named, &run, &g.device()?.autodiff(), &mut bar)?;
+    bar.pb.finish_and_clear();
+    for n in &out.notes {
+        crate::progress::note(g.quiet, n);
+    }
+    if let Some((acc, f1)) = out.zero_shot_valid {
+        println!("zero-shot on the validation cells (alpha 0.2): accuracy {acc:.4}, macro-F1 {f1:.4}");
+    }
+    out.model.save_dir(&a.output)?;
+    crate::progress::note(
+        g.quiet,
+        format!("wrote {} (log and checkpoint in {})", a.output.display(), run_dir.display()),
+    );
+    Ok(())
+}

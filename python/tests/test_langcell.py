@@ -1,0 +1,78 @@
+"""LangCell from Python: a published-layout checkpoint (fixtures/langcell/ckpt) imported with the
+CLI, then embedding and zero-shot annotation through sclm.LangCell give exactly what
+``sclm embed`` / ``sclm annotate`` write, and bad input raises a clear exception."""
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import sclm
+
+from conftest import ROOT, run_cli
+
+FX = ROOT / "fixtures" / "langcell"
+CLASSES = ["B cell", "erythrocyte", "T cell"]
+TEXTS = {
+    "B cell": "cell type: B cell.",
+    "erythrocyte": "cell type: erythrocyte. A red blood cell.",
+    "T cell": "cell type: T cell.",
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lc") / "model"
+    run_cli("import", "langcell", "--ckpt", FX / "ckpt", "--token-dictionary", FX / "token_dictionary.tsv",
+            "--gene-medians", FX / "gene_median_dictionary.tsv", "-o", d)
+    return d
+
+
+@pytest.fixture()
+def cells():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, size=(25, 37)).astype(np.float32)
+    x[:, 0] += 1  # no empty cell
+    a = ad.AnnData(sp.csr_matrix(x))
+    a.var_names = [f"ENSG{i:011d}" for i in range(37)]
+    a.obs_names = [f"c{i}" for i in range(25)]
+    a.obs["truth"] = pd.Categorical([CLASSES[i % 3] for i in range(25)])
+    return a
+
+
+def test_embed_and_annotate_equal_the_cli(model_dir, cells, tmp_path):
+    m = sclm.load(model_dir)
+    assert isinstance(m, sclm.LangCell) and m.family == "langcell"
+    z = m.get_latent_representation(cells, verbose=False)
+    assert z.shape == (25, 8)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+
+    m.annotate(cells, classes=CLASSES, texts=TEXTS, alpha=0.1, verbose=False)
+    assert set(cells.obs["langcell_zero_shot"]) <= set(CLASSES)
+    assert cells.obsm["langcell_zero_shot_scores"].shape == (25, 3)
+    assert cells.uns["langcell_zero_shot"]["classes"] == CLASSES
+
+    f = tmp_path / "in.h5ad"
+    cells.write_h5ad(f)
+    tsv = tmp_path / "texts.tsv"
+    tsv.write_text("".join(f"{k}\t{v}\n" for k, v in TEXTS.items()))
+    run_cli("embed", f, "--model", model_dir, "-o", tmp_path / "emb.h5ad")
+    run_cli("annotate", f, "--model", model_dir, "-o", tmp_path / "ann.h5ad", "--classes", ",".join(CLASSES),
+            "--texts", tsv, "--alpha", "0.1")
+    e = ad.read_h5ad(tmp_path / "emb.h5ad")
+    np.testing.assert_array_equal(e.obsm["X_langcell"], z)
+    a = ad.read_h5ad(tmp_path / "ann.h5ad")
+    assert list(a.obs["langcell_zero_shot"].astype(str)) == list(cells.obs["langcell_zero_shot"].astype(str))
+    np.testing.assert_array_equal(a.obsm["langcell_zero_shot_scores"], cells.obsm["langcell_zero_shot_scores"])
+
+
+def test_bad_input_is_named(model_dir, cells):
+    m = sclm.LangCell.load(model_dir)
+    with pytest.raises(ValueError, match="Foo cell"):
+        m.annotate(cells, classes=["B cell", "Foo cell"], texts=TEXTS, verbose=False)
+    with pytest.raises(ValueError, match="texts"):
+        m.annotate(cells, classes=CLASSES, verbose=False)
+    empty = cells.copy()
+    empty.X = sp.csr_matrix(np.zeros((25, 37), dtype=np.float32))
+    with pytest.raises(ValueError, match="no gene of the LangCell vocabulary"):
+        m.get_latent_representation(empty, verbose=False)
