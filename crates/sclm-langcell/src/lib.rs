@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod annotate;
+pub mod bench;
 pub mod bert;
 pub mod config;
 pub mod corpus;

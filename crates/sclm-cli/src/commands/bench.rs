@@ -33,6 +33,26 @@ pub enum Which {
         #[arg(long)]
         compare_engine: bool,
     },
+    /// LangCell cell-encoder embedding throughput at the published shape (hidden 512, 12 layers,
+    /// 8 heads) with random weights; with --torch-python, `transformers` in the same run and
+    /// the ratio.
+    LangcellEmbed {
+        /// Cells.
+        #[arg(long, default_value_t = 32)]
+        cells: usize,
+        /// Tokens per cell, `<cls>` included (published maximum 2,048).
+        #[arg(long, default_value_t = 2048)]
+        tokens: usize,
+        /// Encoder layers (published: 12).
+        #[arg(long, default_value_t = 12)]
+        layers: usize,
+        /// Timed passes; the best is reported.
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+        /// A Python with torch and transformers, to time the reference in the same run.
+        #[arg(long)]
+        torch_python: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `sclm bench`.
@@ -89,6 +109,21 @@ pub fn run(_g: &Global, a: Args) -> Result<()> {
                     e / r.best_seconds
                 ),
                 _ => println!(),
+            }
+        }
+        Which::LangcellEmbed { cells, tokens, layers, reps, torch_python } => {
+            let ours = sclm_langcell::bench::bench_embed(cells, tokens, layers, reps)?;
+            let line = |r: &sclm_langcell::bench::BenchResult| {
+                format!(
+                    "{:<44} threads={} cells={cells} tokens={tokens} layers={layers} best_s={:.3} cells_per_s={:.2}",
+                    r.engine, r.threads, r.best_seconds, r.cells_per_s
+                )
+            };
+            println!("{}", line(&ours));
+            if let Some(py) = torch_python {
+                let t = sclm_langcell::bench::bench_torch(&py, cells, tokens, layers, reps)?;
+                println!("{}", line(&t));
+                println!("ratio sclm/transformers cells/s: {:.2}x", ours.cells_per_s / t.cells_per_s);
             }
         }
     }
