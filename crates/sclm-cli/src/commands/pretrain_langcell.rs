@@ -67,11 +67,11 @@ pub struct Args {
     /// Fraction of gene tokens masked for masked gene modelling.
     #[arg(long, default_value_t = 0.15)]
     pub mask_ratio: f64,
-    /// Weight of masked gene modelling.
-    #[arg(long, default_value_t = 1.0)]
+    /// Weight of masked gene modelling (0.1: see the sclm-langcell pretrain docs for why).
+    #[arg(long, default_value_t = 0.1)]
     pub w_mgm: f64,
     /// Weight of cell-cell contrast.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.05)]
     pub w_cc: f64,
     /// Weight of cell-text contrast (stage 2).
     #[arg(long, default_value_t = 1.0)]
@@ -79,9 +79,12 @@ pub struct Args {
     /// Weight of cell-text matching (stage 2).
     #[arg(long, default_value_t = 1.0)]
     pub w_ctm: f64,
-    /// Temperature of both contrasts.
+    /// Temperature of cell-text contrast.
     #[arg(long, default_value_t = 0.05)]
     pub temperature: f64,
+    /// Temperature of cell-cell contrast.
+    #[arg(long, default_value_t = 0.2)]
+    pub cc_temperature: f64,
     /// Past momentum keys kept as extra cell-cell negatives.
     #[arg(long, default_value_t = 256)]
     pub queue_size: usize,
@@ -165,6 +168,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             w_ct: a.w_ct,
             w_ctm: a.w_ctm,
             temperature: a.temperature,
+            cc_temperature: a.cc_temperature,
             queue_size: a.queue_size,
             momentum: a.momentum,
             seed: g.seed,
