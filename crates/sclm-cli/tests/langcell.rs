@@ -162,3 +162,54 @@ fn import_embed_annotate_and_bad_input() {
     one_error(&o, "no gene of the LangCell vocabulary");
     assert!(!tmp.path().join("bad_out.h5ad").exists());
 }
+
+#[test]
+fn pretrain_langcell_writes_a_model_that_annotates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("sim.h5ad");
+    let o = sclm(&["-q", "--seed", "2", "simulate", "--cells", "60", "--genes", "50", "--types", "3", "-o", s(&data)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let texts = tmp.path().join("texts.tsv");
+    std::fs::write(&texts, "A1\tcell type: B cell.\nB1\tcell type: T cell.\nC1\tcell type: monocyte.\n").unwrap();
+    let model = tmp.path().join("lc");
+    let o = sclm(&[
+        "-q",
+        "pretrain",
+        "langcell",
+        s(&data),
+        "-o",
+        s(&model),
+        "--texts",
+        s(&texts),
+        "--epochs",
+        "1",
+        "--max-cell-tokens",
+        "32",
+        "--batch-size",
+        "8",
+    ]);
+    assert!(o.status.success(), "pretrain: {}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("zero-shot on the validation cells"));
+    assert!(tmp.path().join("lc.run").join("log.jsonl").exists());
+    let out = tmp.path().join("ann.h5ad");
+    let o = sclm(&[
+        "-q",
+        "annotate",
+        s(&data),
+        "--model",
+        s(&model),
+        "-o",
+        s(&out),
+        "--classes-from",
+        "cell_type",
+        "--texts",
+        s(&texts),
+    ]);
+    assert!(o.status.success(), "annotate: {}", stderr(&o));
+    // A CellPLM-only flag is rejected, and a label without a text is named.
+    let o = sclm(&["pretrain", "langcell", s(&data), "-o", s(&model), "--texts", s(&texts), "--mask-node-rate", "0.5"]);
+    assert!(!o.status.success() && stderr(&o).contains("mask-node-rate"), "{}", stderr(&o));
+    std::fs::write(&texts, "A1\tcell type: B cell.\n").unwrap();
+    let o = sclm(&["pretrain", "langcell", s(&data), "-o", s(&tmp.path().join("lc2")), "--texts", s(&texts)]);
+    one_error(&o, "B1");
+}
