@@ -86,6 +86,8 @@ enum Command {
     Predict(commands::finetune::PredictArgs),
     /// Annotate cells zero-shot from class names and texts (LangCell: similarity and cell-text matching).
     Annotate(commands::annotate::Args),
+    /// Find the cells that match a text (LangCell: cosine similarity in the cell-text space).
+    Retrieve(commands::retrieve::Args),
     /// Embed cells with a model of any family (zero-shot) and write the embedding to obsm.
     Embed(commands::embed::Args),
     /// Speed benchmarks against the reference implementations.
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         Command::Finetune(a) => commands::finetune::run(&cli.global, a),
         Command::Predict(a) => commands::finetune::predict(&cli.global, a),
         Command::Annotate(a) => commands::annotate::run(&cli.global, a),
+        Command::Retrieve(a) => commands::retrieve::run(&cli.global, a),
         Command::Embed(a) => commands::embed::run(&cli.global, a),
         Command::Bench(a) => commands::bench::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),

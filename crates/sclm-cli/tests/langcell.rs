@@ -125,6 +125,22 @@ fn import_embed_annotate_and_bad_input() {
     assert!(o.status.success(), "annotate: {}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(table.contains("macro-F1") && table.contains("alpha 0.1"), "{table}");
+    assert!(table.contains("cell→text recall @1") && table.contains("text→cell precision @1"), "{table}");
+    let o = sclm(&[
+        "retrieve",
+        s(&input),
+        "--model",
+        s(&model),
+        "--query",
+        "cell type: B cell.",
+        "--top",
+        "3",
+        "--show",
+        "truth",
+    ]);
+    assert!(o.status.success(), "retrieve: {}", stderr(&o));
+    let hits = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(hits.lines().count(), 4, "a query line and 3 hits: {hits}");
     let (a, _) = sclm_io::read_any(&ann).unwrap();
     let pred = a.obs.column("langcell_zero_shot", "obs").unwrap().to_labels();
     assert!(pred.iter().all(|p| ["B cell", "erythrocyte", "T cell"].contains(&p.as_str())));

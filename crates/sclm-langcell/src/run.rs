@@ -30,6 +30,9 @@ pub struct PretrainRun {
     pub label_key: String,
     /// Layer holding raw counts (default X).
     pub layer: Option<String>,
+    /// Accept non-integer values (normalised or TPM-like data: the rank-value encoding
+    /// divides by each cell's total anyway).
+    pub allow_non_integer: bool,
     /// `(label, text)` of every class; cells whose label has no text are left out (counted in
     /// the notes).
     pub texts: Vec<(String, String)>,
@@ -51,6 +54,7 @@ impl Default for PretrainRun {
             max_cell_tokens: 256,
             label_key: "cell_type".into(),
             layer: None,
+            allow_non_integer: false,
             texts: Vec::new(),
             valid_fraction: 0.1,
             train: PretrainConfig::default(),
@@ -145,7 +149,7 @@ pub fn pretrain_datasets(
         let col =
             ad.obs.column(&run.label_key, "obs column").map_err(|e| LangCellError::Input(format!("{name}: {e}")))?;
         let lab = col.to_labels();
-        let (toks, matched) = tokenize_adata(&genes, ad, run.layer.as_deref(), false)
+        let (toks, matched) = tokenize_adata(&genes, ad, run.layer.as_deref(), run.allow_non_integer)
             .map_err(|e| LangCellError::Input(format!("{name}: {e}")))?;
         notes.push(format!("{name}: {}", matched.report()));
         for (t, l) in toks.into_iter().zip(lab) {

@@ -156,6 +156,13 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
                 sclm_eval::metrics::f1_macro(&y, &p)?
             );
         }
+        let cos = res.cosine();
+        let sub: Vec<f32> = keep.iter().flat_map(|&r| cos[r * k..(r + 1) * k].to_vec()).collect();
+        let yi: Vec<usize> = keep.iter().map(|&r| names.iter().position(|n| *n == truth[r]).unwrap_or(0)).collect();
+        let ret = sclm_langcell::annotate::retrieval(&sub, k, &yi, &[1, 5, 10]);
+        let fmt = |v: &[(usize, f64)]| v.iter().map(|(k, x)| format!("@{k} {x:.4}")).collect::<Vec<_>>().join("  ");
+        println!("cell→text recall {}", fmt(&ret.cell_to_text));
+        println!("text→cell precision {}", fmt(&ret.text_to_cell));
     }
     let mut out = adata;
     out.obs.insert(a.key_added.clone(), Column::Str(pred))?;

@@ -13,4 +13,5 @@ pub mod plot;
 pub mod preprocess;
 pub mod pretrain;
 pub mod pretrain_langcell;
+pub mod retrieve;
 pub mod simulate;

@@ -95,8 +95,17 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     pub valid_fraction: f64,
     /// Layer holding the raw counts (default: X).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "use_raw")]
     pub layer: Option<String>,
+    /// Use `raw.X` and `raw.var` instead of X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// The values are log1p of normalised counts: undo the log1p.
+    #[arg(long)]
+    pub log1p_input: bool,
+    /// Accept non-integer values (normalised or TPM-like data).
+    #[arg(long)]
+    pub allow_non_integer: bool,
     /// Run directory for log.jsonl and the per-epoch checkpoint (default: `<out>.run`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -111,6 +120,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     for p in &a.input {
         let (ad, report) = sclm_io::read_any(p)?;
         crate::progress::warn_read(g.quiet, p, &report);
+        let ad = super::finetune::model_input(&ad, a.use_raw, a.log1p_input, &p.display().to_string())?;
         let mut name = dataset_name(p);
         while names.contains(&name) {
             name.push('_');
@@ -153,6 +163,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         max_cell_tokens: a.max_cell_tokens,
         label_key: a.label_key.clone(),
         layer: a.layer.clone(),
+        allow_non_integer: a.allow_non_integer || a.log1p_input,
         texts: lt.matched.iter().map(|m| (m.0.clone(), m.1.clone())).collect(),
         valid_fraction: a.valid_fraction,
         train: PretrainConfig {
