@@ -10,12 +10,17 @@ use std::any::Any;
 use std::path::Path;
 
 use burn::prelude::*;
-use sclm_model::{CellModel, Manifest, ModelKind, PieceEmbedder, Registry};
+use sclm_model::{
+    CellModel, ClassifierHead, FinetuneRecipe, LabeledCells, Manifest, ModelError, ModelKind, PieceClassifier,
+    PieceEmbedder, Registry, RunOptions,
+};
 use sclm_nn::burn;
 use sclm_nn::burn::tensor::Device;
 use sclm_nn::embedding::CsrRows;
+use sclm_nn::train::{FitSummary, Progress};
 
 use crate::error::{LangCellError, Result};
+use crate::finetune::{finetune_classifier, LangCellClassifier};
 use crate::model::{Batch, LangCell};
 use crate::text::TextTokenizer;
 use crate::tokenizer::RankValueTokenizer;
@@ -41,6 +46,10 @@ pub struct LangCellModel {
     genes: RankValueTokenizer,
     text: TextTokenizer,
     device: Device,
+    /// The classification head of a fine-tuned classifier (its cell encoder is `model`'s).
+    head: Option<ClassifierHead>,
+    /// A fresh (untrained) model: fine-tuned at a higher learning rate.
+    fresh: bool,
 }
 
 /// The registry of LangCell models: raw counts over Ensembl ids, rank-value encoding inside the
@@ -71,6 +80,8 @@ impl LangCellModel {
             genes,
             text,
             device,
+            head: None,
+            fresh: false,
         })
     }
 
@@ -89,22 +100,69 @@ impl LangCellModel {
                 manifest.family
             )));
         }
-        if manifest.kind != ModelKind::Pretrained {
-            return Err(LangCellError::Config(format!(
-                "{}: LangCell {:?} directories are not supported yet",
-                dir.display(),
-                manifest.kind
-            )));
-        }
         let (model, genes, text) = read_files(dir, device)?;
-        Ok(LangCellModel { manifest, model, genes, text, device: device.clone() })
+        let head = match manifest.kind {
+            ModelKind::Pretrained => None,
+            ModelKind::Classifier => {
+                let p = dir.join("head.safetensors");
+                let sd = sclm_weights::read_safetensors(&p)?;
+                let get = |k: &str| {
+                    sd.get(k)
+                        .map(|t| t.to_f32_vec())
+                        .ok_or_else(|| LangCellError::Config(format!("{}: no tensor {k}", p.display())))
+                };
+                let h = model.config().cell.hidden_size;
+                let head = ClassifierHead::from_parts(&get("head.weight")?, &get("head.bias")?, h, 0.0, device)?;
+                if head.n_classes() != manifest.classes.len() {
+                    return Err(LangCellError::Config(format!(
+                        "{}: {} classes in the head, {} in model.json",
+                        dir.display(),
+                        head.n_classes(),
+                        manifest.classes.len()
+                    )));
+                }
+                Some(head)
+            }
+        };
+        Ok(LangCellModel { manifest, model, genes, text, device: device.clone(), head, fresh: false })
     }
 
-    /// Saves the model directory (atomic).
+    /// A fresh small model ([`LangCellConfig::small`]) over `genes` for protocols run without a
+    /// pretrained model: every gene's median is 1 (cells are ranked by normalised expression),
+    /// the text tokenizer a minimal one (a fresh model has learnt no text).
+    pub fn fresh(genes: Vec<String>, device: &Device) -> Result<Self> {
+        let n = genes.len();
+        let tok = RankValueTokenizer::new(genes, vec![1.0; n], 256)?;
+        let text = TextTokenizer::from_texts(&["cell type".to_string()], 128)?;
+        let cfg = crate::config::LangCellConfig::small(n, text.vocab_size());
+        let mut m = Self::new(cfg.init(device)?, tok, text, device.clone())?;
+        m.manifest.registry.gene_id = "var_index".into();
+        m.fresh = true;
+        Ok(m)
+    }
+
+    /// Saves the model directory (atomic); a classifier adds `head.safetensors` (`head.weight`
+    /// `[classes, hidden]`, `head.bias`).
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
         let mut m = self.model.clone();
         sclm_model::save_atomic(dir, |tmp| {
-            write_files(tmp, &self.manifest, &mut m, &self.genes, &self.text).map_err(Into::into)
+            write_files(tmp, &self.manifest, &mut m, &self.genes, &self.text)?;
+            if let Some(h) = &self.head {
+                let (w, b) = h.to_parts();
+                let mut sd = sclm_weights::StateDict::new();
+                let (k, d) = (h.n_classes(), h.d_input());
+                sd.insert(
+                    "head.weight".into(),
+                    sclm_weights::TensorData::from_f32(vec![k, d], w).map_err(LangCellError::from)?,
+                );
+                sd.insert(
+                    "head.bias".into(),
+                    sclm_weights::TensorData::from_f32(vec![k], b).map_err(LangCellError::from)?,
+                );
+                sclm_weights::write_safetensors(tmp.join("head.safetensors"), &sd, None)
+                    .map_err(LangCellError::from)?;
+            }
+            Ok(())
         })?;
         Ok(())
     }
@@ -165,6 +223,15 @@ pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor data")
 }
 
+struct Classify<'m>(&'m LangCellModel, LangCellClassifier);
+
+impl PieceClassifier for Classify<'_> {
+    fn probabilities(&self, counts: &CsrRows<'_>, _coords: Option<&[[f32; 2]]>) -> sclm_model::Result<Vec<f32>> {
+        let tokens = self.0.genes.tokenize_rows(counts)?;
+        Ok(self.1.probabilities(&tokens, &self.0.device)?)
+    }
+}
+
 struct Embed<'m>(&'m LangCellModel);
 
 impl PieceEmbedder for Embed<'_> {
@@ -199,6 +266,45 @@ impl CellModel for LangCellModel {
         Ok(Box::new(Embed(self)))
     }
 
+    fn classifier(&self) -> sclm_model::Result<Box<dyn PieceClassifier + '_>> {
+        match &self.head {
+            Some(h) => Ok(Box::new(Classify(
+                self,
+                LangCellClassifier { cell_bert: self.model.cell_bert.clone(), head: h.clone() },
+            ))),
+            None => Err(ModelError::Unsupported {
+                family: NAME.into(),
+                what: "classify cells: this is a pretrained model, not a classifier (fine-tune one with `sclm finetune annotation --save-model`, or annotate zero-shot with `sclm annotate`)".into(),
+            }),
+        }
+    }
+
+    fn finetune_classifier(
+        &self,
+        cells: &LabeledCells<'_>,
+        recipe: &FinetuneRecipe,
+        run: &RunOptions,
+        device: &Device,
+        progress: &mut dyn Progress,
+    ) -> sclm_model::Result<(Box<dyn CellModel>, FitSummary)> {
+        let bert = self.model.copy_to(device)?.cell_bert;
+        let (clf, summary) = finetune_classifier(bert, &self.genes, cells, recipe, self.fresh, run, progress)?;
+        let mut model = self.model.clone();
+        model.cell_bert = burn::module::Module::to_device(clf.cell_bert, &self.device);
+        let mut manifest = Manifest::new(NAME, ModelKind::Classifier, self.manifest.registry.clone());
+        manifest.classes = cells.classes.to_vec();
+        let out = LangCellModel {
+            manifest,
+            model,
+            genes: self.genes.clone(),
+            text: self.text.clone(),
+            device: self.device.clone(),
+            head: Some(clf.head),
+            fresh: false,
+        };
+        Ok((Box::new(out), summary))
+    }
+
     fn save(&self, dir: &Path) -> sclm_model::Result<()> {
         Ok(self.save_dir(dir)?)
     }
@@ -211,6 +317,10 @@ impl CellModel for LangCellModel {
 impl sclm_model::Family for LangCellFamily {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn fresh(&self, genes: Vec<String>, device: &Device) -> sclm_model::Result<Box<dyn CellModel>> {
+        Ok(Box::new(LangCellModel::fresh(genes, device)?))
     }
 
     fn load(&self, dir: &Path, manifest: Manifest, device: &Device) -> sclm_model::Result<Box<dyn CellModel>> {

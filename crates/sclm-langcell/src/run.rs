@@ -99,7 +99,7 @@ pub fn pretrain_datasets(
     let (start, genes, text_tok) = match &run.init {
         Some(dir) => {
             let m = LangCellModel::load(dir, &sclm_nn::cpu_device())?;
-            let lc = m.model().to_device(device)?;
+            let lc = m.model().copy_to(device)?;
             (lc, m.gene_tokenizer().clone(), m.text_tokenizer().clone())
         }
         None => {

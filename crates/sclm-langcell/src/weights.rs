@@ -59,7 +59,7 @@ impl LangCell {
     }
 
     /// A copy of the model on `device` (through its state dict).
-    pub fn to_device(&self, device: &Device) -> Result<Self> {
+    pub fn copy_to(&self, device: &Device) -> Result<Self> {
         let mut m = self.clone();
         let sd = m.to_state_dict()?;
         Ok(Self::from_state_dict(self.config(), sd, "the model in memory", device)?.0)
