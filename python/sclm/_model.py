@@ -222,6 +222,90 @@ class LangCell(Model):
 
     family_name = "langcell"
 
+    @classmethod
+    def pretrain(
+        cls,
+        adatas,
+        label_key: str = "cell_type",
+        ontology: Optional[PathLike] = None,
+        texts: Optional[dict] = None,
+        drop_unmatched: bool = False,
+        init: Optional[PathLike] = None,
+        max_cell_tokens: int = 256,
+        stage: int = 2,
+        epochs: int = 10,
+        batch_size: int = 16,
+        lr: float = 1e-4,
+        warmup_steps: int = 100,
+        weight_decay: float = 1e-3,
+        mask_ratio: float = 0.15,
+        w_mgm: float = 0.1,
+        w_cc: float = 0.05,
+        w_ct: float = 1.0,
+        w_ctm: float = 1.0,
+        temperature: float = 0.05,
+        cc_temperature: float = 0.2,
+        queue_size: int = 256,
+        momentum: float = 0.995,
+        valid_fraction: float = 0.1,
+        layer: Optional[str] = None,
+        allow_non_integer: bool = False,
+        seed: int = 0,
+        output: Optional[PathLike] = None,
+        run_dir: Optional[PathLike] = None,
+        resume: bool = False,
+        verbose: bool = True,
+    ) -> "LangCell":
+        """Pretrains LangCell (both stages; ``sclm pretrain langcell``) on AnnData objects with
+        raw counts and cell-type labels in ``obs[label_key]``; label texts from ``texts`` (dict
+        label → text), then the Cell Ontology TSV ``ontology``. ``init``: continue from a
+        LangCell directory (e.g. an imported checkpoint); otherwise a fresh small model over the
+        data's genes. Defaults and their reasons are those of the CLI (``sclm pretrain langcell
+        --help``). Returns the model with ``.history`` (training loss per epoch), ``.notes`` and
+        ``.zero_shot_valid`` (accuracy, macro-F1 of the held-out validation cells, or None)."""
+        from ._train import _Bar, _datasets
+
+        ds = _datasets(adatas)
+        if not ds:
+            raise ValueError("pretrain: no datasets given")
+        labels = set()
+        for name, a in ds:
+            if label_key not in a.obs:
+                raise KeyError(f"{name}: obs has no column '{label_key}'")
+            labels.update(a.obs[label_key].astype(str))
+        if ontology is None and texts is None:
+            raise ValueError("pretrain: give label texts (texts={label: text}) and/or ontology=<Cell Ontology TSV>")
+        names, class_texts, report, unmatched = _sclm.class_texts(
+            sorted(labels), None if ontology is None else os.fspath(ontology), texts
+        )
+        if verbose:
+            print("sclm: label texts:\n" + report.rstrip())
+        if unmatched and not drop_unmatched:
+            raise ValueError(
+                f"no text for {len(unmatched)} label(s): {', '.join(unmatched)} (pass texts=..., or drop_unmatched=True)"
+            )
+        parts = [(name, _adata.parts_of(a, layer, obs_keys=[label_key], obsm_keys=[])) for name, a in ds]
+        with _Bar(epochs, "pretrain langcell", verbose) as bar:
+            native, notes, losses, zs = _sclm.pretrain_langcell(
+                parts, list(zip(names, class_texts)), label_key=label_key,
+                init=None if init is None else os.fspath(init), max_cell_tokens=max_cell_tokens, stage=stage,
+                epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                mask_ratio=mask_ratio, w_mgm=w_mgm, w_cc=w_cc, w_ct=w_ct, w_ctm=w_ctm, temperature=temperature,
+                cc_temperature=cc_temperature, queue_size=queue_size, momentum=momentum,
+                valid_fraction=valid_fraction, allow_non_integer=allow_non_integer, seed=seed,
+                run_dir=None if run_dir is None else os.fspath(run_dir), resume=resume, progress=bar,
+            )
+        if verbose:
+            for n in notes:
+                print(f"sclm: {n}")
+            if zs is not None:
+                print(f"sclm: zero-shot on the validation cells: accuracy {zs[0]:.4f}, macro-F1 {zs[1]:.4f}")
+        m = _reloaded(native, output)
+        m.history = list(losses)
+        m.notes = list(notes)
+        m.zero_shot_valid = zs
+        return m
+
     def annotate(
         self,
         adata,

@@ -76,3 +76,17 @@ def test_bad_input_is_named(model_dir, cells):
     empty.X = sp.csr_matrix(np.zeros((25, 37), dtype=np.float32))
     with pytest.raises(ValueError, match="no gene of the LangCell vocabulary"):
         m.get_latent_representation(empty, verbose=False)
+
+
+def test_pretrain_from_python(sim, tmp_path):
+    labels = sorted(set(sim.obs["cell_type"].astype(str)))
+    texts = {l: f"cell type: {n}." for l, n in zip(labels, ["B cell", "T cell", "monocyte", "erythrocyte"])}
+    m = sclm.LangCell.pretrain(sim, texts=texts, epochs=1, batch_size=8, max_cell_tokens=32, output=tmp_path / "lc",
+                               run_dir=tmp_path / "lc.run", verbose=False)
+    assert isinstance(m, sclm.LangCell) and len(m.history) == 1 and np.isfinite(m.history[0])
+    assert m.zero_shot_valid is not None and 0.0 <= m.zero_shot_valid[1] <= 1.0
+    assert (tmp_path / "lc.run" / "log.jsonl").exists()
+    m.annotate(sim, classes_from="cell_type", texts=texts, verbose=False)
+    assert set(sim.obs["langcell_zero_shot"]) <= set(labels)
+    with pytest.raises(ValueError, match=labels[0]):
+        sclm.LangCell.pretrain(sim, texts={labels[1]: "x"}, epochs=1, verbose=False)

@@ -181,6 +181,121 @@ fn pretrain(
     Ok((Model { inner: Box::new(out.model) }, notes, losses))
 }
 
+/// Pretrains a LangCell model on `datasets` (`(name, parts)` with the label column among the
+/// obs parts) whose classes have `texts` (`(label, text)`): returns the model, the notes, the
+/// per-epoch training losses and the validation cells' zero-shot `(accuracy, macro-F1)`.
+#[pyfunction]
+#[pyo3(signature = (datasets, texts, label_key = "cell_type", init = None, max_cell_tokens = 256, stage = 2,
+                    epochs = 10, batch_size = 16, lr = 1e-4, warmup_steps = 100, weight_decay = 1e-3,
+                    mask_ratio = 0.15, w_mgm = 0.1, w_cc = 0.05, w_ct = 1.0, w_ctm = 1.0, temperature = 0.05,
+                    cc_temperature = 0.2, queue_size = 256, momentum = 0.995, valid_fraction = 0.1,
+                    allow_non_integer = false, seed = 0, run_dir = None, resume = false, progress = None))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn pretrain_langcell(
+    py: Python<'_>,
+    datasets: Vec<(String, Bound<'_, PyDict>)>,
+    texts: Vec<(String, String)>,
+    label_key: &str,
+    init: Option<std::path::PathBuf>,
+    max_cell_tokens: usize,
+    stage: u8,
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    warmup_steps: usize,
+    weight_decay: f64,
+    mask_ratio: f64,
+    w_mgm: f64,
+    w_cc: f64,
+    w_ct: f64,
+    w_ctm: f64,
+    temperature: f64,
+    cc_temperature: f64,
+    queue_size: usize,
+    momentum: f64,
+    valid_fraction: f64,
+    allow_non_integer: bool,
+    seed: u64,
+    run_dir: Option<std::path::PathBuf>,
+    resume: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(Model, Vec<String>, Vec<f64>, Option<(f64, f64)>)> {
+    let data: Vec<(String, sclm_data::AnnData)> =
+        datasets.iter().map(|(n, p)| Ok((n.clone(), anndata_from(p)?))).collect::<PyResult<_>>()?;
+    let run = sclm_langcell::run::PretrainRun {
+        init,
+        config: None,
+        max_cell_tokens,
+        label_key: label_key.to_string(),
+        layer: None,
+        allow_non_integer,
+        texts,
+        valid_fraction,
+        train: sclm_langcell::pretrain::PretrainConfig {
+            stage,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            warmup_steps,
+            mask_ratio,
+            w_mgm,
+            w_cc,
+            w_ct,
+            w_ctm,
+            temperature,
+            cc_temperature,
+            queue_size,
+            momentum,
+            seed,
+            ..Default::default()
+        },
+        run_dir,
+        resume,
+    };
+    let mut prog = TrainProgress::new(progress);
+    let mut losses = Vec::new();
+    let out = detached(py, || {
+        let refs: Vec<(String, &sclm_data::AnnData)> = data.iter().map(|(n, a)| (n.clone(), a)).collect();
+        let mut rec = EpochLosses { inner: &mut prog, losses: &mut losses };
+        sclm_langcell::run::pretrain_datasets(&refs, &run, &train_device(), &mut rec).map_err(langcell_err)
+    });
+    let out = prog.finish(out)?;
+    Ok((Model { inner: Box::new(out.model) }, out.notes, losses, out.zero_shot_valid))
+}
+
+/// Forwards progress and records each epoch's mean training loss.
+struct EpochLosses<'a> {
+    inner: &'a mut TrainProgress,
+    losses: &'a mut Vec<f64>,
+}
+
+impl Progress for EpochLosses<'_> {
+    fn on_step(&mut self, batch: usize, n_batches: usize, report: &StepReport) {
+        self.inner.on_step(batch, n_batches, report);
+    }
+    fn on_epoch(&mut self, report: &EpochReport) {
+        self.losses.push(report.train_loss);
+        self.inner.on_epoch(report);
+    }
+    fn should_stop(&mut self) -> bool {
+        self.inner.should_stop()
+    }
+}
+
+fn langcell_err(e: sclm_langcell::LangCellError) -> PyErr {
+    use sclm_langcell::LangCellError as E;
+    match e {
+        E::Model(m) => model_err(m),
+        E::Nn(sclm_nn::NnError::Interrupted) => pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted"),
+        E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string())
+        }
+        E::Config(_) | E::Input(_) | E::Parse { .. } | E::Tokenizer { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
 /// How a protocol reads cells, from the Python keywords.
 fn embed_options(batch_key: Option<String>, gene_id_column: Option<String>, allow_non_integer: bool) -> EmbedOptions {
     EmbedOptions {
@@ -428,6 +543,7 @@ fn embedding_quality<'py>(
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pretrain, m)?)?;
+    m.add_function(wrap_pyfunction!(pretrain_langcell, m)?)?;
     m.add_function(wrap_pyfunction!(annotation, m)?)?;
     m.add_function(wrap_pyfunction!(denoising, m)?)?;
     m.add_function(wrap_pyfunction!(spatial_imputation, m)?)?;
