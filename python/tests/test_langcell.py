@@ -90,3 +90,15 @@ def test_pretrain_from_python(sim, tmp_path):
     assert set(sim.obs["langcell_zero_shot"]) <= set(labels)
     with pytest.raises(ValueError, match=labels[0]):
         sclm.LangCell.pretrain(sim, texts={labels[1]: "x"}, epochs=1, verbose=False)
+
+
+def test_finetune_annotation_with_a_langcell_model(model_dir, sim):
+    # The fixture model's vocabulary (37 Ensembl ids) does not cover the simulated genes: the
+    # gene match fails with a clear error; a fresh LangCell over the data's genes fine-tunes.
+    clf = sclm.finetune.annotation(sim, label_key="cell_type", family="langcell", epochs=1, verbose=False)
+    assert clf.family == "langcell" and sorted(clf.classes) == sorted(set(sim.obs["cell_type"].astype(str)))
+    assert len(clf.report) > 0
+    clf.predict(sim, verbose=False)
+    assert set(sim.obs["langcell_prediction"]) <= set(clf.classes)
+    with pytest.raises(ValueError, match="gene"):
+        sclm.finetune.annotation(sim, label_key="cell_type", model=sclm.load(model_dir), epochs=1, verbose=False)
