@@ -277,7 +277,7 @@ impl LangCellConfig {
                 self.cell.hidden_size
             )));
         }
-        if self.proj_dim == 0 || !(self.temperature > 0.0) {
+        if self.proj_dim == 0 || self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(LangCellError::Config("proj_dim and temperature must be positive".into()));
         }
         if self.max_cell_tokens < 2 || self.max_cell_tokens > self.cell.max_position_embeddings {

@@ -180,10 +180,12 @@ impl PretrainConfig {
         if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
             return bad(format!("mask_ratio {} not in (0, 1)", self.mask_ratio));
         }
-        if !(self.temperature > 0.0 && self.cc_temperature > 0.0)
-            || !(0.0..1.0).contains(&self.momentum)
-            || !(self.lr > 0.0)
-        {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        let ok = positive(self.temperature)
+            && positive(self.cc_temperature)
+            && positive(self.lr)
+            && (0.0..1.0).contains(&self.momentum);
+        if !ok {
             return bad("temperature and lr must be positive, momentum in [0, 1)".into());
         }
         for w in [self.w_mgm, self.w_cc, self.w_ct, self.w_ctm] {

@@ -323,16 +323,20 @@ pub fn import_published(
     let (model, full) = LangCell::from_state_dict(&config, all, dir, device)?;
     // Split the one report into parts.
     for (part, _, skipped) in &skipped_of {
-        let mut r = LoadReport::default();
-        r.loaded = full.loaded.iter().filter(|k| k.starts_with(&format!("{part}."))).cloned().collect();
-        r.skipped = skipped.clone();
+        let mut r = LoadReport {
+            loaded: full.loaded.iter().filter(|k| k.starts_with(&format!("{part}."))).cloned().collect(),
+            skipped: skipped.clone(),
+            ..Default::default()
+        };
         r.skipped.extend(full.skipped.iter().filter(|k| k.starts_with(&format!("{part}."))).cloned());
         report.parts.push((part.clone(), r));
     }
     for head in ["cell_proj", "text_proj", "ctm_head"] {
-        let mut r = LoadReport::default();
-        r.loaded = full.loaded.iter().filter(|k| k.starts_with(&format!("{head}."))).cloned().collect();
-        r.skipped = full.skipped.iter().filter(|k| k.starts_with(&format!("{head}."))).cloned().collect();
+        let r = LoadReport {
+            loaded: full.loaded.iter().filter(|k| k.starts_with(&format!("{head}."))).cloned().collect(),
+            skipped: full.skipped.iter().filter(|k| k.starts_with(&format!("{head}."))).cloned().collect(),
+            ..Default::default()
+        };
         report.parts.push((head.to_string(), r));
     }
     Ok((model, genes, text, report))

@@ -433,7 +433,7 @@ impl Model {
         let (s, truncated) = rep.finish(out)?;
         let n = src.nrows();
         let k = s.n_classes;
-        let d = if n == 0 { 0 } else { s.cell_embeddings.len() / n };
+        let d = s.cell_embeddings.len().checked_div(n).unwrap_or(0);
         let combined = s.combined(alpha);
         let dense = |data: Vec<f32>, c: usize| Dense { nrows: n, ncols: c, data };
         Ok((
@@ -498,6 +498,9 @@ fn borrowed_addresses(x: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
 }
 
 /// The version of the native module (the workspace version).
+/// `(labels, texts, report, unmatched)` of [`class_texts`].
+type LabelTextsResult = (Vec<String>, Vec<String>, String, Vec<String>);
+
 /// Texts for class labels: a user table (`texts`, label → text) first, then the Cell Ontology
 /// TSV at `ontology` by name or synonym. Returns `(labels, texts, report, unmatched)` for the
 /// labels that got a text, in input order.
@@ -507,7 +510,7 @@ fn class_texts(
     labels: Vec<String>,
     ontology: Option<PathBuf>,
     texts: Option<HashMap<String, String>>,
-) -> PyResult<(Vec<String>, Vec<String>, String, Vec<String>)> {
+) -> PyResult<LabelTextsResult> {
     let onto = match &ontology {
         Some(p) => Some(sclm_langcell::ontology::Ontology::read(p).map_err(|e| model_err(e.into()))?),
         None => None,

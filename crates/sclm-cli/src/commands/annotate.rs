@@ -141,15 +141,15 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         );
         println!("{:<22} {:>9} {:>9}", "scores", "accuracy", "macro-F1");
         let argmax = |v: &[f32], r: usize| sclm_model::argmax(&v[r * k..(r + 1) * k]).0;
-        let rows: [(&str, Box<dyn Fn(usize) -> usize>); 4] = [
-            ("similarity (alpha 1)", Box::new(|r| argmax(&res.scores.sim, r))),
-            ("matching (alpha 0)", Box::new(|r| argmax(&res.scores.ctm, r))),
-            ("alpha 0.1 (notebook)", Box::new(|r| argmax(&res.scores.combined(0.1), r))),
-            ("chosen alpha", Box::new(|r| pred_idx[r])),
+        let c01 = res.scores.combined(0.1);
+        let rows: Vec<(String, Vec<usize>)> = vec![
+            ("similarity (alpha 1)".into(), keep.iter().map(|&r| argmax(&res.scores.sim, r)).collect()),
+            ("matching (alpha 0)".into(), keep.iter().map(|&r| argmax(&res.scores.ctm, r)).collect()),
+            ("alpha 0.1 (notebook)".into(), keep.iter().map(|&r| argmax(&c01, r)).collect()),
+            (format!("alpha {}", a.alpha), keep.iter().map(|&r| pred_idx[r]).collect()),
         ];
-        for (label, f) in rows.iter() {
-            let p: Vec<String> = keep.iter().map(|&r| names[f(r)].clone()).collect();
-            let label = if *label == "chosen alpha" { format!("alpha {}", a.alpha) } else { label.to_string() };
+        for (label, pi) in &rows {
+            let p: Vec<String> = pi.iter().map(|&i| names[i].clone()).collect();
             println!(
                 "{label:<22} {:>9.4} {:>9.4}",
                 sclm_eval::metrics::accuracy(&y, &p)?,
