@@ -102,3 +102,12 @@ def test_finetune_annotation_with_a_langcell_model(model_dir, sim):
     assert set(sim.obs["langcell_prediction"]) <= set(clf.classes)
     with pytest.raises(ValueError, match="gene"):
         sclm.finetune.annotation(sim, label_key="cell_type", model=sclm.load(model_dir), epochs=1, verbose=False)
+
+
+def test_few_shot_returns_a_tuned_model(model_dir, cells):
+    m = sclm.LangCell.load(model_dir)
+    tuned = m.few_shot(cells, "truth", k=2, texts=TEXTS, verbose=False)
+    assert isinstance(tuned, sclm.LangCell) and len(tuned.shots) == 6
+    a = m.get_latent_representation(cells, verbose=False)
+    b = tuned.get_latent_representation(cells, verbose=False)
+    assert a.shape == b.shape and not np.array_equal(a, b), "tuning changes the cell encoder"

@@ -229,3 +229,60 @@ fn pretrain_langcell_writes_a_model_that_annotates() {
     let o = sclm(&["pretrain", "langcell", s(&data), "-o", s(&tmp.path().join("lc2")), "--texts", s(&texts)]);
     one_error(&o, "B1");
 }
+
+#[test]
+fn annotate_few_shot_scores_zero_and_few_shot_without_the_shots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("lc");
+    assert!(import(&model, &fx("token_dictionary.tsv")).status.success());
+    let input = tmp.path().join("in.h5ad");
+    dataset(&input, false);
+    let texts = tmp.path().join("texts.tsv");
+    std::fs::write(
+        &texts,
+        "B cell\tcell type: B cell.\nerythrocyte\tcell type: erythrocyte.\nT cell\tcell type: T cell.\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("fs.h5ad");
+    let o = sclm(&[
+        "annotate",
+        s(&input),
+        "--model",
+        s(&model),
+        "-o",
+        s(&out),
+        "--classes-from",
+        "truth",
+        "--texts",
+        s(&texts),
+        "--truth",
+        "truth",
+        "--few-shot",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        table.contains("6 shot cells left out")
+            && table.contains("zero-shot alpha 0.2")
+            && table.contains("2-shot alpha 0.2"),
+        "{table}"
+    );
+    assert!(table.contains("annotation of 24 cells"), "{table}");
+    // --few-shot needs --truth.
+    let o = sclm(&[
+        "annotate",
+        s(&input),
+        "--model",
+        s(&model),
+        "-o",
+        s(&out),
+        "--classes-from",
+        "truth",
+        "--texts",
+        s(&texts),
+        "--few-shot",
+        "2",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("--truth"), "{}", stderr(&o));
+}

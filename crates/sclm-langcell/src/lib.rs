@@ -11,6 +11,7 @@
 //! - [`corpus`]: datasets as token sequences; gene medians of a new corpus.
 //! - [`pretrain`]: both pretraining stages (MGM, C-C, C-T, CTM) as one training step.
 //! - [`run`]: a whole pretraining run over AnnData files (vocabulary, texts, split, zero-shot check).
+//! - [`fewshot`]: few-shot tuning of the zero-shot model (the published recipe).
 //! - [`finetune`]: fine-tuned annotation (the published recipe) through the model layer.
 //! - [`family`]: [`LangCellModel`] implements `sclm_model::CellModel`.
 //! - [`annotate`]: zero-shot annotation of an AnnData.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod corpus;
 pub mod error;
 pub mod family;
+pub mod fewshot;
 pub mod finetune;
 pub mod model;
 pub mod ontology;

@@ -446,6 +446,69 @@ impl Model {
         ))
     }
 
+    /// Few-shot tuning of a LangCell model (published recipe): `labels[i]` is the class of row
+    /// `i` of `x` (an index into `texts`, or -1 = unlabelled); `k` cells per class are drawn with
+    /// `seed`. Returns the tuned model and the rows used as shots.
+    #[pyo3(signature = (x, var_names, var_columns, texts, labels, k, gene_id_column = None, allow_non_integer = false,
+                        seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn few_shot<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        var_names: Vec<String>,
+        var_columns: HashMap<String, Vec<String>>,
+        texts: Vec<String>,
+        labels: Vec<i64>,
+        k: usize,
+        gene_id_column: Option<String>,
+        allow_non_integer: bool,
+        seed: u64,
+    ) -> PyResult<(Model, Vec<usize>)> {
+        let Some(lc) = self.inner.as_any().downcast_ref::<sclm_langcell::LangCellModel>() else {
+            return Err(PyNotImplementedError::new_err(format!(
+                "few-shot tuning needs a LangCell model, not a {} model",
+                self.inner.family()
+            )));
+        };
+        let x = MatrixArg::extract(x)?;
+        let src = x.source()?;
+        if labels.len() != src.nrows() {
+            return Err(PyValueError::new_err(format!("{} labels for {} cells", labels.len(), src.nrows())));
+        }
+        let r =
+            self.reading(src.nrows(), var_names, var_columns, gene_id_column, None, None, 10_000, allow_non_integer)?;
+        let lab: Vec<Option<usize>> = labels.iter().map(|&l| usize::try_from(l).ok()).collect();
+        let shots = sclm_langcell::fewshot::draw_shots(&lab, texts.len(), k, seed);
+        if shots.is_empty() {
+            return Err(PyValueError::new_err("few-shot: no labelled cell among the classes"));
+        }
+        let src = &*src;
+        let tuned = detached(py, || {
+            let sub = src.gather(&shots).map_err(|e| model_err(e.into()))?;
+            let mut tokens = Vec::new();
+            sclm_model::cells::for_each_piece(
+                lc.genes().len(),
+                &sub,
+                None,
+                None,
+                &r.mapping,
+                &r.pieces,
+                &mut |_, c, _| {
+                    tokens.extend(lc.gene_tokenizer().tokenize_rows(c)?);
+                    Ok(())
+                },
+            )
+            .map_err(model_err)?;
+            let y: Vec<usize> = shots.iter().filter_map(|&i| lab[i]).collect();
+            let cfg = sclm_langcell::fewshot::FewShotConfig { seed, ..Default::default() };
+            lc.few_shot(&tokens, &y, &texts, &cfg, &cpu().autodiff(), &mut sclm_nn::train::NoProgress)
+                .map(|(m, _)| m)
+                .map_err(|e| model_err(e.into()))
+        })?;
+        Ok((Model { inner: Box::new(tuned) }, shots))
+    }
+
     fn __repr__(&self) -> String {
         let m = self.inner.manifest();
         let kind = if m.classes.is_empty() {
