@@ -231,6 +231,7 @@ class LangCell(Model):
         texts: Optional[dict] = None,
         drop_unmatched: bool = False,
         init: Optional[PathLike] = None,
+        text_init: Optional[PathLike] = None,
         max_cell_tokens: int = 256,
         stage: int = 2,
         epochs: int = 10,
@@ -260,7 +261,8 @@ class LangCell(Model):
         raw counts and cell-type labels in ``obs[label_key]``; label texts from ``texts`` (dict
         label → text), then the Cell Ontology TSV ``ontology``. ``init``: continue from a
         LangCell directory (e.g. an imported checkpoint); otherwise a fresh small model over the
-        data's genes. Defaults and their reasons are those of the CLI (``sclm pretrain langcell
+        data's genes, its text encoder and tokenizer started from the Hugging Face BERT directory
+        ``text_init`` when given (e.g. all-MiniLM-L6-v2). Defaults and their reasons are those of the CLI (``sclm pretrain langcell
         --help``). Returns the model with ``.history`` (training loss per epoch), ``.notes`` and
         ``.zero_shot_valid`` (accuracy, macro-F1 of the held-out validation cells, or None)."""
         from ._train import _Bar, _datasets
@@ -288,7 +290,8 @@ class LangCell(Model):
         with _Bar(epochs, "pretrain langcell", verbose) as bar:
             native, notes, losses, zs = _sclm.pretrain_langcell(
                 parts, list(zip(names, class_texts)), label_key=label_key,
-                init=None if init is None else os.fspath(init), max_cell_tokens=max_cell_tokens, stage=stage,
+                init=None if init is None else os.fspath(init),
+                text_init=None if text_init is None else os.fspath(text_init), max_cell_tokens=max_cell_tokens, stage=stage,
                 epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                 mask_ratio=mask_ratio, w_mgm=w_mgm, w_cc=w_cc, w_ct=w_ct, w_ctm=w_ctm, temperature=temperature,
                 cc_temperature=cc_temperature, queue_size=queue_size, momentum=momentum,

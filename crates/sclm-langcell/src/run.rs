@@ -24,6 +24,10 @@ pub struct PretrainRun {
     pub init: Option<PathBuf>,
     /// Architecture of a fresh model (`None`: [`LangCellConfig::small`] over the data's genes).
     pub config: Option<LangCellConfig>,
+    /// Start a fresh model's text encoder (and tokenizer) from this Hugging Face BERT directory
+    /// ([`crate::weights::text_encoder_from_hf`]); `None`: a fresh text encoder over a vocabulary
+    /// built from the class texts.
+    pub text_init: Option<PathBuf>,
     /// Longest cell input of a fresh small model, `<cls>` included (default 256).
     pub max_cell_tokens: usize,
     /// obs column of the cell-type labels.
@@ -51,6 +55,7 @@ impl Default for PretrainRun {
         PretrainRun {
             init: None,
             config: None,
+            text_init: None,
             max_cell_tokens: 256,
             label_key: "cell_type".into(),
             layer: None,
@@ -110,22 +115,40 @@ pub fn pretrain_datasets(
                 "vocabulary: {} genes with a median ({dropped} never expressed, left out)",
                 genes.genes().len()
             ));
-            let text_positions = run.config.as_ref().map_or(128, |c| c.text.max_position_embeddings);
-            let text = TextTokenizer::from_texts(&class_texts, text_positions)?;
             let mut cfg = match &run.config {
                 Some(c) => c.clone(),
                 None => LangCellConfig {
                     max_cell_tokens: run.max_cell_tokens,
-                    ..LangCellConfig::small(genes.genes().len(), text.vocab_size())
+                    ..LangCellConfig::small(genes.genes().len(), 8)
                 },
             };
             cfg.cell.vocab_size = genes.vocab_size();
-            cfg.text.vocab_size = cfg.text.vocab_size.max(text.vocab_size());
             if cfg.cell.max_position_embeddings < cfg.max_cell_tokens {
                 cfg.cell.max_position_embeddings = cfg.max_cell_tokens;
             }
             sclm_nn::seed_everything(run.train.seed, device);
-            (cfg.init(device)?, genes, text)
+            match &run.text_init {
+                Some(dir) => {
+                    let (bert, text, report, fresh) =
+                        crate::weights::text_encoder_from_hf(dir, cfg.cell.hidden_size, device)?;
+                    notes.push(format!(
+                        "text encoder from {}: {}; {} cross-attention tensors started fresh",
+                        dir.display(),
+                        report.summary(),
+                        fresh.len()
+                    ));
+                    cfg.text = bert.config().clone();
+                    let mut lc = cfg.init(device)?;
+                    lc.text_bert = bert;
+                    (lc, genes, text)
+                }
+                None => {
+                    let text_positions = cfg.text.max_position_embeddings;
+                    let text = TextTokenizer::from_texts(&class_texts, text_positions)?;
+                    cfg.text.vocab_size = text.vocab_size();
+                    (cfg.init(device)?, genes, text)
+                }
+            }
         }
     };
     let text_ids: Vec<Vec<u32>> = class_texts

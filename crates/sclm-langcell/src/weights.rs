@@ -372,3 +372,46 @@ pub fn load_hf_encoder(dir: &Path, device: &Device) -> Result<(crate::bert::Bert
     report.skipped.extend(skipped);
     Ok((bert, report))
 }
+
+/// A text encoder for LangCell started from a pretrained Hugging Face BERT directory (the paper
+/// starts from PubMedBERT; e.g. all-MiniLM-L6-v2 here): every self-attention, feed-forward and
+/// embedding weight is taken from the directory, and a cross-attention block over
+/// `cross_width`-wide cell states is added to every layer with fresh weights (the published
+/// BLIP-style initialisation of cross-attention), as is the directory's tokenizer. The report
+/// lists the loaded and skipped tensors; `fresh` names the cross-attention tensors started anew.
+pub fn text_encoder_from_hf(
+    dir: &Path,
+    cross_width: usize,
+    device: &Device,
+) -> Result<(crate::bert::Bert, TextTokenizer, LoadReport, Vec<String>)> {
+    let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
+    let wpath = hf_weights(dir)?;
+    let (sd, skipped) = encoder_state(&wpath)?;
+    cfg.vocab_size = shape2(&sd, "embeddings.word_embeddings.weight", &wpath)?.0;
+    cfg.max_position_embeddings = shape2(&sd, "embeddings.position_embeddings.weight", &wpath)?.0;
+    cfg.type_vocab_size = sd.get("embeddings.token_type_embeddings.weight").map_or(0, |t| t.shape[0]);
+    cfg.add_cross_attention = true;
+    cfg.encoder_width = Some(cross_width);
+    let mut bert = cfg.init(device)?;
+    let mut loader = TensorLoader::new(&wpath, sd);
+    let mut fresh = Vec::new();
+    let mut t = Vec::new();
+    bert.slots(&mut t, "");
+    for (key, mut slot) in t {
+        if key.contains(".crossattention.") {
+            fresh.push(key);
+            continue;
+        }
+        if let Some(v) = loader.take_f32(&key, &slot.torch_shape()) {
+            slot.set(v, device);
+        }
+    }
+    let mut report = loader.finish();
+    if !report.missing.is_empty() || !report.shape_mismatch.is_empty() {
+        report.ensure_complete(&wpath)?;
+    }
+    report.skipped.extend(skipped);
+    let tok = TextTokenizer::from_hf_dir(dir, cfg.max_position_embeddings)?;
+    check_text_vocab(&cfg, &tok, dir)?;
+    Ok((bert, tok, report, fresh))
+}

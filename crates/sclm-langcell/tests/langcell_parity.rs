@@ -164,3 +164,25 @@ fn masked_attention_ignores_padding() {
     let d = max_diff(&alone, &v[..alone.len()]);
     assert!(d < 1e-5, "padding changed an embedding by {d}");
 }
+
+#[test]
+fn text_encoder_from_a_pretrained_bert_keeps_its_weights_and_adds_fresh_cross_attention() {
+    // The fixture's text_bert/ is a Hugging Face directory; start a text encoder from it whose
+    // cross-attention reads 16-wide states: its unimodal output is the file's.
+    let dev = sclm_nn::cpu_device();
+    let (bert, tok, report, fresh) =
+        sclm_langcell::weights::text_encoder_from_hf(&fixtures().join("ckpt/text_bert"), 16, &dev).unwrap();
+    assert_eq!(bert.config().cross_width(), 16);
+    assert!(!fresh.is_empty() && fresh.iter().all(|k| k.contains("crossattention")));
+    assert!(
+        report.skipped.iter().any(|k| k.contains("crossattention")),
+        "the file's 24-wide cross-attention is skipped"
+    );
+    let sd = outputs();
+    let texts = sequences(&sd, "text_ids", "text_attention_mask");
+    let tb = Batch::new(&texts, 0, &dev).unwrap();
+    let h = bert.forward(tb.ids, tb.mask, None).unwrap();
+    let d = max_diff(&to_vec(h), &f32s(&sd, "text_hidden"));
+    assert!(d < 1e-4, "unimodal states differ by {d}");
+    assert_eq!(tok.encode("cell type: B cell.").unwrap().ids, vec![2, 5, 6, 7, 9, 5, 23, 3]);
+}

@@ -185,7 +185,7 @@ fn pretrain(
 /// obs parts) whose classes have `texts` (`(label, text)`): returns the model, the notes, the
 /// per-epoch training losses and the validation cells' zero-shot `(accuracy, macro-F1)`.
 #[pyfunction]
-#[pyo3(signature = (datasets, texts, label_key = "cell_type", init = None, max_cell_tokens = 256, stage = 2,
+#[pyo3(signature = (datasets, texts, label_key = "cell_type", init = None, text_init = None, max_cell_tokens = 256, stage = 2,
                     epochs = 10, batch_size = 16, lr = 1e-4, warmup_steps = 100, weight_decay = 1e-3,
                     mask_ratio = 0.15, w_mgm = 0.1, w_cc = 0.05, w_ct = 1.0, w_ctm = 1.0, temperature = 0.05,
                     cc_temperature = 0.2, queue_size = 256, momentum = 0.995, valid_fraction = 0.1,
@@ -197,6 +197,7 @@ fn pretrain_langcell(
     texts: Vec<(String, String)>,
     label_key: &str,
     init: Option<std::path::PathBuf>,
+    text_init: Option<std::path::PathBuf>,
     max_cell_tokens: usize,
     stage: u8,
     epochs: usize,
@@ -225,6 +226,7 @@ fn pretrain_langcell(
     let run = sclm_langcell::run::PretrainRun {
         init,
         config: None,
+        text_init,
         max_cell_tokens,
         label_key: label_key.to_string(),
         layer: None,

@@ -39,6 +39,11 @@ pub struct Args {
     /// vocabulary, tokenizers and weights. Default: a fresh model of `--config`.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Start a fresh model's text encoder and tokenizer from this Hugging Face BERT directory
+    /// (e.g. all-MiniLM-L6-v2, or PubMedBERT as the paper): its weights are kept and a fresh
+    /// cross-attention is added to every layer.
+    #[arg(long, conflicts_with = "init")]
+    pub text_init: Option<PathBuf>,
     /// Architecture of a fresh model: `small` (64 wide, 2 layers; CPU) or a JSON LangCell
     /// config file (`langcell.json` of a model directory).
     #[arg(long, default_value = "small", conflicts_with = "init")]
@@ -160,6 +165,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let run = PretrainRun {
         init: a.init.clone(),
         config,
+        text_init: a.text_init.clone(),
         max_cell_tokens: a.max_cell_tokens,
         label_key: a.label_key.clone(),
         layer: a.layer.clone(),
