@@ -2,7 +2,7 @@
 //! gene-matching path), and gene medians computed from a user's own corpus for a new model.
 use std::collections::BTreeMap;
 
-use sclm_data::{AnnData, CsrMatrix};
+use sclm_data::{AnnData, CsrMatrix, RowSource};
 use sclm_model::{GeneMapping, PieceOptions};
 use sclm_preprocess::GeneMatch;
 
@@ -18,16 +18,27 @@ pub fn tokenize_adata(
 ) -> Result<(Vec<Vec<u32>>, GeneMatch)> {
     let counts = sclm_model::cells::counts_matrix(adata, layer)?;
     let (mapping, matched) = GeneMapping::for_dataset(tok.genes(), &adata.var, None)?;
-    let mut out = vec![Vec::new(); adata.n_obs()];
     let opts = PieceOptions { allow_non_integer, ..Default::default() };
     let m: &CsrMatrix = &counts;
-    sclm_model::cells::for_each_piece(tok.genes().len(), m, None, None, &mapping, &opts, &mut |rows, x, _| {
-        for (r, t) in rows.iter().zip(tok.tokenize_rows(x)?) {
+    Ok((tokenize_rows_of(tok, m, &mapping, &opts)?, matched))
+}
+
+/// The tokens of every row of `x` (cells × dataset genes, in memory or borrowed), read through
+/// the model layer's forward-call planner with `mapping` onto the vocabulary.
+pub fn tokenize_rows_of(
+    tok: &RankValueTokenizer,
+    x: &dyn RowSource,
+    mapping: &GeneMapping,
+    opts: &PieceOptions,
+) -> Result<Vec<Vec<u32>>> {
+    let mut out = vec![Vec::new(); x.nrows()];
+    sclm_model::cells::for_each_piece(tok.genes().len(), x, None, None, mapping, opts, &mut |rows, c, _| {
+        for (r, t) in rows.iter().zip(tok.tokenize_rows(c)?) {
             out[*r] = t;
         }
         Ok(())
     })?;
-    Ok((out, matched))
+    Ok(out)
 }
 
 /// Bins of the median sketch per decade of normalised value.

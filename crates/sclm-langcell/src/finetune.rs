@@ -25,7 +25,6 @@ use crate::corpus::tokenize_adata;
 use crate::error::{LangCellError, Result};
 use crate::family::{for_length_runs, to_vec};
 use crate::model::Batch;
-use crate::run::macro_f1;
 use crate::tokenizer::RankValueTokenizer;
 
 /// The cell encoder with a classification head.
@@ -181,7 +180,7 @@ pub fn finetune_classifier(
                 p.push(sclm_model::argmax(&pr[i * k..(i + 1) * k]).0);
             }
         }
-        macro_f1(&y, &p, k)
+        sclm_eval::metrics::f1_macro(&y, &p).unwrap_or(0.0)
     };
     let summary = if valid.is_empty() {
         trainer.fit(&train, &[], progress)?

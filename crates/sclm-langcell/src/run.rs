@@ -224,25 +224,7 @@ pub fn pretrain_datasets(
         let s = model.zero_shot_tokens(&va_c, &ct, &ZeroShotOptions::default())?;
         let pred = s.predictions(crate::zeroshot::DEFAULT_ALPHA);
         let acc = pred.iter().zip(&va_l).filter(|(p, y)| p == y).count() as f64 / va_l.len() as f64;
-        Some((acc, macro_f1(&va_l, &pred, class_names.len())))
+        Some((acc, sclm_eval::metrics::f1_macro(&va_l, &pred).unwrap_or(0.0)))
     };
     Ok(PretrainOutcome { model, summary, notes, zero_shot_valid })
-}
-
-/// Macro-F1 over the classes present in `y` or `p`.
-pub fn macro_f1(y: &[usize], p: &[usize], k: usize) -> f64 {
-    let mut f = Vec::new();
-    for c in 0..k {
-        let tp = y.iter().zip(p).filter(|(a, b)| **a == c && **b == c).count() as f64;
-        let fp = y.iter().zip(p).filter(|(a, b)| **a != c && **b == c).count() as f64;
-        let fnn = y.iter().zip(p).filter(|(a, b)| **a == c && **b != c).count() as f64;
-        if tp + fp + fnn > 0.0 {
-            f.push(if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fnn) });
-        }
-    }
-    if f.is_empty() {
-        0.0
-    } else {
-        f.iter().sum::<f64>() / f.len() as f64
-    }
 }

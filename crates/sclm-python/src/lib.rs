@@ -180,6 +180,16 @@ struct Reading {
 }
 
 impl Model {
+    /// The LangCell model behind this object, for `what` (an error naming the family otherwise).
+    fn langcell(&self, what: &str) -> PyResult<&sclm_langcell::LangCellModel> {
+        self.inner.as_any().downcast_ref::<sclm_langcell::LangCellModel>().ok_or_else(|| {
+            PyNotImplementedError::new_err(format!(
+                "{what} needs a LangCell model, not a {} model",
+                self.inner.family()
+            ))
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn reading(
         &self,
@@ -400,12 +410,7 @@ impl Model {
         String,
         Vec<(usize, usize)>,
     )> {
-        let Some(lc) = self.inner.as_any().downcast_ref::<sclm_langcell::LangCellModel>() else {
-            return Err(PyNotImplementedError::new_err(format!(
-                "zero-shot annotation needs a LangCell model, not a {} model",
-                self.inner.family()
-            )));
-        };
+        let lc = self.langcell("zero-shot annotation")?;
         let x = MatrixArg::extract(x)?;
         let src = x.source()?;
         let r = self.reading(
@@ -465,12 +470,7 @@ impl Model {
         allow_non_integer: bool,
         seed: u64,
     ) -> PyResult<(Model, Vec<usize>)> {
-        let Some(lc) = self.inner.as_any().downcast_ref::<sclm_langcell::LangCellModel>() else {
-            return Err(PyNotImplementedError::new_err(format!(
-                "few-shot tuning needs a LangCell model, not a {} model",
-                self.inner.family()
-            )));
-        };
+        let lc = self.langcell("few-shot tuning")?;
         let x = MatrixArg::extract(x)?;
         let src = x.source()?;
         if labels.len() != src.nrows() {
@@ -486,20 +486,8 @@ impl Model {
         let src = &*src;
         let tuned = detached(py, || {
             let sub = src.gather(&shots).map_err(|e| model_err(e.into()))?;
-            let mut tokens = Vec::new();
-            sclm_model::cells::for_each_piece(
-                lc.genes().len(),
-                &sub,
-                None,
-                None,
-                &r.mapping,
-                &r.pieces,
-                &mut |_, c, _| {
-                    tokens.extend(lc.gene_tokenizer().tokenize_rows(c)?);
-                    Ok(())
-                },
-            )
-            .map_err(model_err)?;
+            let tokens = sclm_langcell::corpus::tokenize_rows_of(lc.gene_tokenizer(), &sub, &r.mapping, &r.pieces)
+                .map_err(|e| model_err(e.into()))?;
             let y: Vec<usize> = shots.iter().filter_map(|&i| lab[i]).collect();
             let cfg = sclm_langcell::fewshot::FewShotConfig { seed, ..Default::default() };
             lc.few_shot(&tokens, &y, &texts, &cfg, &cpu().autodiff(), &mut sclm_nn::train::NoProgress)

@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sclm_data::{Array2, Column, Dense};
 use sclm_langcell::annotate::zero_shot;
-use sclm_langcell::ontology::{label_texts, read_text_table, Ontology};
 use sclm_langcell::zeroshot::{ZeroShotOptions, DEFAULT_ALPHA};
 use sclm_langcell::LangCellModel;
-use sclm_model::{EmbedOptions, PieceOptions};
 
-use crate::commands::finetune::model_input;
+use super::langcell_args::{CountsArgs, TextArgs};
 use crate::Global;
 
 /// Arguments of `sclm annotate`.
@@ -32,16 +30,6 @@ pub struct Args {
     /// Take the candidate classes from the distinct values of this obs column.
     #[arg(long)]
     pub classes_from: Option<String>,
-    /// Cell Ontology TSV (id, name, definition, synonyms, ...): class texts
-    /// "cell type: {name}. {definition}" for classes that match a term by name or synonym.
-    #[arg(long)]
-    pub ontology: Option<PathBuf>,
-    /// Your own class texts: a TSV of `class<TAB>text` lines (used before the ontology).
-    #[arg(long)]
-    pub texts: Option<PathBuf>,
-    /// Leave out classes with no text (reported) instead of failing.
-    #[arg(long)]
-    pub drop_unmatched: bool,
     /// Weight of cell-text similarity against cell-text matching (paper default 0.2; the
     /// published notebook uses 0.1).
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
@@ -58,21 +46,13 @@ pub struct Args {
     /// and the table scores zero-shot and few-shot on the same cells, the shots left out.
     #[arg(long, requires = "truth")]
     pub few_shot: Option<usize>,
+    #[command(flatten)]
+    pub text: TextArgs,
+    #[command(flatten)]
+    pub counts: CountsArgs,
     /// obs key of the predictions (default `langcell_zero_shot`).
     #[arg(long, default_value = "langcell_zero_shot")]
     pub key_added: String,
-    /// Layer holding the counts (default: X).
-    #[arg(long, conflicts_with = "use_raw")]
-    pub layer: Option<String>,
-    /// Use `raw.X` and `raw.var` instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// The values are log1p of normalised counts: undo the log1p.
-    #[arg(long)]
-    pub log1p_input: bool,
-    /// Accept non-integer values.
-    #[arg(long)]
-    pub allow_non_integer: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
@@ -81,7 +61,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let model = LangCellModel::load(&a.model, &device).with_context(|| a.model.display().to_string())?;
     let (adata, report) = sclm_io::read_any(&a.input)?;
     crate::progress::warn_read(g.quiet, &a.input, &report);
-    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
+    let input = a.counts.prepare(&adata, &file)?;
     let classes: Vec<String> = match (&a.classes_from, a.classes.is_empty()) {
         (Some(k), _) => {
             let col = input.obs.column(k, "obs column").with_context(|| file.clone())?;
@@ -90,31 +70,11 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         (None, false) => a.classes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         (None, true) => bail!("give the candidate classes with --classes or --classes-from"),
     };
-    if a.ontology.is_none() && a.texts.is_none() {
-        bail!("give class texts with --ontology (Cell Ontology TSV) and/or --texts (class<TAB>text)");
-    }
-    let onto = a.ontology.as_ref().map(|p| Ontology::read(p)).transpose()?;
-    let user = a.texts.as_ref().map(|p| read_text_table(p)).transpose()?;
-    let lt = label_texts(&classes, user.as_ref(), onto.as_ref());
-    crate::progress::note(g.quiet, format!("class texts:\n{}", lt.report().trim_end()));
-    if !lt.unmatched.is_empty() && !a.drop_unmatched {
-        bail!(
-            "no text for {} class(es): {} (add them to --texts, or pass --drop-unmatched)",
-            lt.unmatched.len(),
-            lt.unmatched.join(", ")
-        );
-    }
-    if lt.matched.is_empty() {
-        bail!("no class has a text");
-    }
+    let lt = a.text.resolve(&classes, g.quiet)?;
     let names: Vec<String> = lt.matched.iter().map(|m| m.0.clone()).collect();
     let texts: Vec<String> = lt.matched.iter().map(|m| m.1.clone()).collect();
     let opts = ZeroShotOptions { alpha: a.alpha, top_k: a.top_k };
-    let eopts = EmbedOptions {
-        layer: a.layer.clone(),
-        pieces: PieceOptions { allow_non_integer: a.allow_non_integer || a.log1p_input, ..Default::default() },
-        ..Default::default()
-    };
+    let eopts = a.counts.embed_options();
     // Few-shot: the shots and the tuned model (the zero-shot scores of the untuned one are kept
     // for the comparison).
     let mut shots: Vec<usize> = Vec::new();
@@ -128,14 +88,14 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             if shots.is_empty() {
                 bail!("--few-shot: no cell's '{t}' label is among the candidate classes");
             }
-            let (tokens, _) = sclm_langcell::corpus::tokenize_adata(
+            // Only the shot cells are tokenized.
+            let (cells, _) = sclm_langcell::corpus::tokenize_adata(
                 model.gene_tokenizer(),
-                &input,
-                a.layer.as_deref(),
+                &input.select_obs(&shots),
+                a.counts.layer.as_deref(),
                 eopts.pieces.allow_non_integer,
             )
             .with_context(|| file.clone())?;
-            let cells: Vec<Vec<u32>> = shots.iter().map(|&i| tokens[i].clone()).collect();
             let labels: Vec<usize> = shots.iter().filter_map(|&i| lab[i]).collect();
             let bar0 = crate::progress::bar(input.n_obs() as u64, "zero-shot", "cells", g.quiet);
             before = Some(

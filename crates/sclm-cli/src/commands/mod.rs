@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod finetune;
 pub mod import;
 pub mod info;
+pub mod langcell_args;
 pub mod plot;
 pub mod preprocess;
 pub mod pretrain;

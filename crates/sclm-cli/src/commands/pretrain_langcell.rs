@@ -4,12 +4,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use sclm_langcell::ontology::{label_texts, read_text_table, Ontology};
+use anyhow::Result;
 use sclm_langcell::pretrain::PretrainConfig;
 use sclm_langcell::run::{pretrain_datasets, PretrainRun};
 use sclm_langcell::LangCellConfig;
 
+use super::langcell_args::{CountsArgs, TextArgs};
 use super::pretrain::{dataset_name, Bar};
 use crate::Global;
 
@@ -26,15 +26,10 @@ pub struct Args {
     /// obs column with the cell-type labels.
     #[arg(long, default_value = "cell_type")]
     pub label_key: String,
-    /// Cell Ontology TSV: label texts "cell type: {name}. {definition}" by name or synonym.
-    #[arg(long)]
-    pub ontology: Option<PathBuf>,
-    /// Your own label texts: a TSV of `label<TAB>text` lines (used before the ontology).
-    #[arg(long)]
-    pub texts: Option<PathBuf>,
-    /// Leave out cells whose label has no text (reported) instead of failing.
-    #[arg(long)]
-    pub drop_unmatched: bool,
+    #[command(flatten)]
+    pub text: TextArgs,
+    #[command(flatten)]
+    pub counts: CountsArgs,
     /// Continue from this LangCell model directory (e.g. `sclm import langcell`): its
     /// vocabulary, tokenizers and weights. Default: a fresh model of `--config`.
     #[arg(long)]
@@ -99,18 +94,6 @@ pub struct Args {
     /// Fraction of cells held out for validation and the zero-shot check.
     #[arg(long, default_value_t = 0.1)]
     pub valid_fraction: f64,
-    /// Layer holding the raw counts (default: X).
-    #[arg(long, conflicts_with = "use_raw")]
-    pub layer: Option<String>,
-    /// Use `raw.X` and `raw.var` instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// The values are log1p of normalised counts: undo the log1p.
-    #[arg(long)]
-    pub log1p_input: bool,
-    /// Accept non-integer values (normalised or TPM-like data).
-    #[arg(long)]
-    pub allow_non_integer: bool,
     /// Run directory for log.jsonl and the per-epoch checkpoint (default: `<out>.run`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -125,7 +108,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     for p in &a.input {
         let (ad, report) = sclm_io::read_any(p)?;
         crate::progress::warn_read(g.quiet, p, &report);
-        let ad = super::finetune::model_input(&ad, a.use_raw, a.log1p_input, &p.display().to_string())?;
+        let ad = a.counts.prepare(&ad, &p.display().to_string())?;
         let mut name = dataset_name(p);
         while names.contains(&name) {
             name.push('_');
@@ -139,20 +122,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         labels.extend(col.to_labels());
     }
     let labels: Vec<String> = labels.into_iter().collect();
-    if a.ontology.is_none() && a.texts.is_none() {
-        bail!("give label texts with --ontology (Cell Ontology TSV) and/or --texts (label<TAB>text)");
-    }
-    let onto = a.ontology.as_ref().map(|p| Ontology::read(p)).transpose()?;
-    let user = a.texts.as_ref().map(|p| read_text_table(p)).transpose()?;
-    let lt = label_texts(&labels, user.as_ref(), onto.as_ref());
-    crate::progress::note(g.quiet, format!("label texts:\n{}", lt.report().trim_end()));
-    if !lt.unmatched.is_empty() && !a.drop_unmatched {
-        bail!(
-            "no text for {} label(s): {} (add them to --texts, or pass --drop-unmatched to leave their cells out)",
-            lt.unmatched.len(),
-            lt.unmatched.join(", ")
-        );
-    }
+    let lt = a.text.resolve(&labels, g.quiet)?;
     let config = match (a.init.is_some(), a.config.as_str()) {
         (true, _) | (false, "small") => None,
         (false, path) => Some(LangCellConfig::from_json_file(path)?),
@@ -168,8 +138,8 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         text_init: a.text_init.clone(),
         max_cell_tokens: a.max_cell_tokens,
         label_key: a.label_key.clone(),
-        layer: a.layer.clone(),
-        allow_non_integer: a.allow_non_integer || a.log1p_input,
+        layer: a.counts.layer.clone(),
+        allow_non_integer: a.counts.non_integer(),
         texts: lt.matched.iter().map(|m| (m.0.clone(), m.1.clone())).collect(),
         valid_fraction: a.valid_fraction,
         train: PretrainConfig {

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sclm_data::Column;
 use sclm_langcell::LangCellModel;
-use sclm_model::{EmbedOptions, PieceOptions};
 
-use crate::commands::finetune::model_input;
+use super::langcell_args::CountsArgs;
 use crate::Global;
 
 /// Arguments of `sclm retrieve`.
@@ -34,18 +33,8 @@ pub struct Args {
     /// obs key prefix of the similarities.
     #[arg(long, default_value = "langcell_query")]
     pub key_added: String,
-    /// Layer holding the counts (default: X).
-    #[arg(long, conflicts_with = "use_raw")]
-    pub layer: Option<String>,
-    /// Use `raw.X` and `raw.var` instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// The values are log1p of normalised counts: undo the log1p.
-    #[arg(long)]
-    pub log1p_input: bool,
-    /// Accept non-integer values.
-    #[arg(long)]
-    pub allow_non_integer: bool,
+    #[command(flatten)]
+    pub counts: CountsArgs,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
@@ -53,7 +42,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let model = LangCellModel::load(&a.model, &g.device()?).with_context(|| a.model.display().to_string())?;
     let (adata, report) = sclm_io::read_any(&a.input)?;
     crate::progress::warn_read(g.quiet, &a.input, &report);
-    let input = model_input(&adata, a.use_raw, a.log1p_input, &file)?;
+    let input = a.counts.prepare(&adata, &file)?;
     let show = match &a.show {
         Some(k) => Some(input.obs.column(k, "obs column").with_context(|| file.clone())?.to_labels()),
         None => None,
@@ -61,11 +50,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     if a.top == 0 {
         bail!("--top must be at least 1");
     }
-    let opts = EmbedOptions {
-        layer: a.layer.clone(),
-        pieces: PieceOptions { allow_non_integer: a.allow_non_integer || a.log1p_input, ..Default::default() },
-        ..Default::default()
-    };
+    let opts = a.counts.embed_options();
     let (emb, matched) = sclm_model::embed(&model, &input, &opts, &mut |_| {}).with_context(|| file.clone())?;
     crate::progress::note(g.quiet, format!("{file}: {}", matched.report()));
     let texts = model.class_texts(&a.query)?;
