@@ -225,6 +225,53 @@ fn shape2(sd: &StateDict, key: &str, path: &Path) -> Result<(usize, usize)> {
     }
 }
 
+/// A Hugging Face BERT directory as read: `config.json` with the sizes the weights have
+/// (vocabulary, positions, token-type rows; cross-attention and its width when the weights have
+/// it), the encoder's state dict (prefix removed), the names set aside and the weights file.
+struct HfEncoder {
+    cfg: BertConfig,
+    /// The vocabulary size `config.json` gave (the weights may disagree).
+    config_vocab: usize,
+    sd: StateDict,
+    skipped: Vec<String>,
+    wpath: PathBuf,
+}
+
+fn read_hf_encoder(dir: &Path) -> Result<HfEncoder> {
+    let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
+    let wpath = hf_weights(dir)?;
+    let (sd, skipped) = encoder_state(&wpath)?;
+    let config_vocab = cfg.vocab_size;
+    cfg.vocab_size = shape2(&sd, "embeddings.word_embeddings.weight", &wpath)?.0;
+    cfg.max_position_embeddings = shape2(&sd, "embeddings.position_embeddings.weight", &wpath)?.0;
+    cfg.type_vocab_size =
+        sd.get("embeddings.token_type_embeddings.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0);
+    match sd.get("encoder.layer.0.crossattention.self.key.weight").map(|t| t.shape.clone()) {
+        Some(s) if s.len() == 2 => {
+            cfg.add_cross_attention = true;
+            cfg.encoder_width = Some(s[1]);
+        }
+        _ => {
+            cfg.add_cross_attention = false;
+            cfg.encoder_width = None;
+        }
+    }
+    Ok(HfEncoder { cfg, config_vocab, sd, skipped, wpath })
+}
+
+/// Sets every parameter of `bert` whose key `keep` accepts from `loader`.
+fn fill(bert: &mut crate::bert::Bert, loader: &mut TensorLoader, keep: impl Fn(&str) -> bool, device: &Device) {
+    let mut t = Vec::new();
+    bert.slots(&mut t, "");
+    for (key, mut slot) in t {
+        if keep(&key) {
+            if let Some(v) = loader.take_f32(&key, &slot.torch_shape()) {
+                slot.set(v, device);
+            }
+        }
+    }
+}
+
 /// Imports a published LangCell checkpoint directory (see the module docs) with the Geneformer
 /// vocabulary files. Vocabulary sizes, the text encoder's cross-attention width and whether it
 /// has a token-type table are read from the weights (the published configs may disagree with
@@ -240,39 +287,21 @@ pub fn import_published(
     let mut cfgs = Vec::new();
     let mut skipped_of = Vec::new();
     for part in ["cell_bert", "text_bert"] {
-        let pdir = dir.join(part);
-        let mut cfg = BertConfig::from_json_file(pdir.join("config.json"))?;
-        let wpath = hf_weights(&pdir)?;
-        let (sd, skipped) = encoder_state(&wpath)?;
-        let (rows, _) = shape2(&sd, "embeddings.word_embeddings.weight", &wpath)?;
-        if rows != cfg.vocab_size {
+        let HfEncoder { mut cfg, config_vocab, sd, skipped, wpath } = read_hf_encoder(&dir.join(part))?;
+        if cfg.vocab_size != config_vocab {
             report.notes.push(format!(
-                "{part}: {rows} token rows in the weights ({} in config.json); the weights win",
+                "{part}: {} token rows in the weights ({config_vocab} in config.json); the weights win",
                 cfg.vocab_size
             ));
-            cfg.vocab_size = rows;
         }
-        let (prow, _) = shape2(&sd, "embeddings.position_embeddings.weight", &wpath)?;
-        cfg.max_position_embeddings = prow;
-        cfg.type_vocab_size = match sd.get("embeddings.token_type_embeddings.weight") {
-            Some(t) => t.shape.first().copied().unwrap_or(0),
-            None => 0,
-        };
-        if part == "text_bert" {
-            match sd.get("encoder.layer.0.crossattention.self.key.weight").map(|t| t.shape.clone()) {
-                Some(s) if s.len() == 2 => {
-                    cfg.add_cross_attention = true;
-                    cfg.encoder_width = Some(s[1]);
-                }
-                _ => {
-                    return Err(LangCellError::Config(format!(
-                        "{}: the text encoder has no cross-attention weights (encoder.layer.0.crossattention.*); \
-                         a LangCell text_bert has them in every layer",
-                        wpath.display()
-                    )))
-                }
-            }
-        } else {
+        if part == "text_bert" && !cfg.add_cross_attention {
+            return Err(LangCellError::Config(format!(
+                "{}: the text encoder has no cross-attention weights (encoder.layer.0.crossattention.*); \
+                 a LangCell text_bert has them in every layer",
+                wpath.display()
+            )));
+        }
+        if part == "cell_bert" {
             cfg.add_cross_attention = false;
             cfg.encoder_width = None;
         }
@@ -346,30 +375,12 @@ pub fn import_published(
 /// `pytorch_model.bin`, e.g. all-MiniLM-L6-v2) as an encoder, with its vocabulary and width read
 /// from the weights; pooler weights and buffers are reported as skipped.
 pub fn load_hf_encoder(dir: &Path, device: &Device) -> Result<(crate::bert::Bert, LoadReport)> {
-    let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
-    let wpath = hf_weights(dir)?;
-    let (sd, skipped) = encoder_state(&wpath)?;
-    cfg.vocab_size = shape2(&sd, "embeddings.word_embeddings.weight", &wpath)?.0;
-    cfg.max_position_embeddings = shape2(&sd, "embeddings.position_embeddings.weight", &wpath)?.0;
-    cfg.type_vocab_size = sd.get("embeddings.token_type_embeddings.weight").map_or(0, |t| t.shape[0]);
-    match sd.get("encoder.layer.0.crossattention.self.key.weight").map(|t| t.shape.clone()) {
-        Some(s) if s.len() == 2 => {
-            cfg.add_cross_attention = true;
-            cfg.encoder_width = Some(s[1]);
-        }
-        _ => cfg.add_cross_attention = false,
-    }
-    let mut bert = cfg.init(device)?;
-    let mut loader = TensorLoader::new(&wpath, sd);
-    let mut t = Vec::new();
-    bert.slots(&mut t, "");
-    for (key, mut slot) in t {
-        if let Some(v) = loader.take_f32(&key, &slot.torch_shape()) {
-            slot.set(v, device);
-        }
-    }
+    let h = read_hf_encoder(dir)?;
+    let mut bert = h.cfg.init(device)?;
+    let mut loader = TensorLoader::new(&h.wpath, h.sd);
+    fill(&mut bert, &mut loader, |_| true, device);
     let mut report = loader.finish_complete()?;
-    report.skipped.extend(skipped);
+    report.skipped.extend(h.skipped);
     Ok((bert, report))
 }
 
@@ -384,32 +395,17 @@ pub fn text_encoder_from_hf(
     cross_width: usize,
     device: &Device,
 ) -> Result<(crate::bert::Bert, TextTokenizer, LoadReport, Vec<String>)> {
-    let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
-    let wpath = hf_weights(dir)?;
-    let (sd, skipped) = encoder_state(&wpath)?;
-    cfg.vocab_size = shape2(&sd, "embeddings.word_embeddings.weight", &wpath)?.0;
-    cfg.max_position_embeddings = shape2(&sd, "embeddings.position_embeddings.weight", &wpath)?.0;
-    cfg.type_vocab_size = sd.get("embeddings.token_type_embeddings.weight").map_or(0, |t| t.shape[0]);
+    let HfEncoder { mut cfg, sd, skipped, wpath, .. } = read_hf_encoder(dir)?;
     cfg.add_cross_attention = true;
     cfg.encoder_width = Some(cross_width);
     let mut bert = cfg.init(device)?;
     let mut loader = TensorLoader::new(&wpath, sd);
-    let mut fresh = Vec::new();
     let mut t = Vec::new();
     bert.slots(&mut t, "");
-    for (key, mut slot) in t {
-        if key.contains(".crossattention.") {
-            fresh.push(key);
-            continue;
-        }
-        if let Some(v) = loader.take_f32(&key, &slot.torch_shape()) {
-            slot.set(v, device);
-        }
-    }
+    let fresh: Vec<String> = t.into_iter().map(|(k, _)| k).filter(|k| k.contains(".crossattention.")).collect();
+    fill(&mut bert, &mut loader, |k| !k.contains(".crossattention."), device);
     let mut report = loader.finish();
-    if !report.missing.is_empty() || !report.shape_mismatch.is_empty() {
-        report.ensure_complete(&wpath)?;
-    }
+    report.ensure_complete(&wpath)?;
     report.skipped.extend(skipped);
     let tok = TextTokenizer::from_hf_dir(dir, cfg.max_position_embeddings)?;
     check_text_vocab(&cfg, &tok, dir)?;
