@@ -232,7 +232,7 @@ class LangCell(Model):
         drop_unmatched: bool = False,
         init: Optional[PathLike] = None,
         text_init: Optional[PathLike] = None,
-        max_cell_tokens: int = 256,
+        max_cell_tokens: Optional[int] = None,
         stage: int = 2,
         epochs: int = 10,
         batch_size: int = 16,
@@ -262,7 +262,7 @@ class LangCell(Model):
         label → text), then the Cell Ontology TSV ``ontology``. ``init``: continue from a
         LangCell directory (e.g. an imported checkpoint); otherwise a fresh small model over the
         data's genes, its text encoder and tokenizer started from the Hugging Face BERT directory
-        ``text_init`` when given (e.g. all-MiniLM-L6-v2). Defaults and their reasons are those of the CLI (``sclm pretrain langcell
+        ``text_init`` when given (e.g. all-MiniLM-L6-v2); ``max_cell_tokens`` (default 256) sizes it. Defaults and their reasons are those of the CLI (``sclm pretrain langcell
         --help``). Returns the model with ``.history`` (training loss per epoch), ``.notes`` and
         ``.zero_shot_valid`` (accuracy, macro-F1 of the held-out validation cells, or None)."""
         from ._train import _Bar, _datasets
@@ -270,6 +270,8 @@ class LangCell(Model):
         ds = _datasets(adatas)
         if not ds:
             raise ValueError("pretrain: no datasets given")
+        if init is not None and (max_cell_tokens is not None or text_init is not None):
+            raise ValueError("pretrain: max_cell_tokens and text_init size a fresh model; a model from init has its own")
         labels = set()
         for name, a in ds:
             if label_key not in a.obs:
@@ -291,7 +293,8 @@ class LangCell(Model):
             native, notes, losses, zs = _sclm.pretrain_langcell(
                 parts, list(zip(names, class_texts)), label_key=label_key,
                 init=None if init is None else os.fspath(init),
-                text_init=None if text_init is None else os.fspath(text_init), max_cell_tokens=max_cell_tokens, stage=stage,
+                text_init=None if text_init is None else os.fspath(text_init),
+                max_cell_tokens=256 if max_cell_tokens is None else max_cell_tokens, stage=stage,
                 epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                 mask_ratio=mask_ratio, w_mgm=w_mgm, w_cc=w_cc, w_ct=w_ct, w_ctm=w_ctm, temperature=temperature,
                 cc_temperature=cc_temperature, queue_size=queue_size, momentum=momentum,

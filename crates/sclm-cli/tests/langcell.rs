@@ -225,6 +225,21 @@ fn pretrain_langcell_writes_a_model_that_annotates() {
     // A CellPLM-only flag is rejected, and a label without a text is named.
     let o = sclm(&["pretrain", "langcell", s(&data), "-o", s(&model), "--texts", s(&texts), "--mask-node-rate", "0.5"]);
     assert!(!o.status.success() && stderr(&o).contains("mask-node-rate"), "{}", stderr(&o));
+    // --max-cell-tokens sizes a fresh small model only.
+    let o = sclm(&[
+        "pretrain",
+        "langcell",
+        s(&data),
+        "-o",
+        s(&model),
+        "--texts",
+        s(&texts),
+        "--init",
+        s(&model),
+        "--max-cell-tokens",
+        "16",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("max-cell-tokens"), "{}", stderr(&o));
     std::fs::write(&texts, "A1\tcell type: B cell.\n").unwrap();
     let o = sclm(&["pretrain", "langcell", s(&data), "-o", s(&tmp.path().join("lc2")), "--texts", s(&texts)]);
     one_error(&o, "B1");

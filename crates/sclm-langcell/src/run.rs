@@ -94,6 +94,13 @@ pub fn pretrain_datasets(
     if run.texts.is_empty() {
         return Err(LangCellError::Input("no class texts".into()));
     }
+    if run.init.is_some() && (run.config.is_some() || run.text_init.is_some()) {
+        return Err(LangCellError::Config(
+            "a run from a model directory (init) takes its architecture and text encoder from it: \
+             config and text_init apply to fresh models only"
+                .into(),
+        ));
+    }
     if !(0.0..0.9).contains(&run.valid_fraction) {
         return Err(LangCellError::Input(format!("valid_fraction {} not in [0, 0.9)", run.valid_fraction)));
     }

@@ -36,16 +36,17 @@ pub struct Args {
     pub init: Option<PathBuf>,
     /// Start a fresh model's text encoder and tokenizer from this Hugging Face BERT directory
     /// (e.g. all-MiniLM-L6-v2, or PubMedBERT as the paper): its weights are kept and a fresh
-    /// cross-attention is added to every layer.
+    /// cross-attention is added to every layer (it replaces the text encoder of --config).
     #[arg(long, conflicts_with = "init")]
     pub text_init: Option<PathBuf>,
     /// Architecture of a fresh model: `small` (64 wide, 2 layers; CPU) or a JSON LangCell
     /// config file (`langcell.json` of a model directory).
     #[arg(long, default_value = "small", conflicts_with = "init")]
     pub config: String,
-    /// Longest cell input of the `small` preset, `<cls>` included.
-    #[arg(long, default_value_t = 256)]
-    pub max_cell_tokens: usize,
+    /// Longest cell input of the `small` preset, `<cls>` included (default 256; a model from
+    /// --init or a --config file has its own).
+    #[arg(long, conflicts_with = "init")]
+    pub max_cell_tokens: Option<usize>,
     /// 1: masked gene modelling + cell-cell contrast; 2: all four losses.
     #[arg(long, default_value_t = 2)]
     pub stage: u8,
@@ -125,7 +126,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let lt = a.text.resolve(&labels, g.quiet)?;
     let config = match (a.init.is_some(), a.config.as_str()) {
         (true, _) | (false, "small") => None,
-        (false, path) => Some(LangCellConfig::from_json_file(path)?),
+        (false, path) => {
+            if a.max_cell_tokens.is_some() {
+                anyhow::bail!("--max-cell-tokens sizes the small preset; {path} sets max_cell_tokens itself");
+            }
+            Some(LangCellConfig::from_json_file(path)?)
+        }
     };
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let mut s = a.output.clone().into_os_string();
@@ -136,7 +142,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         init: a.init.clone(),
         config,
         text_init: a.text_init.clone(),
-        max_cell_tokens: a.max_cell_tokens,
+        max_cell_tokens: a.max_cell_tokens.unwrap_or(256),
         label_key: a.label_key.clone(),
         layer: a.counts.layer.clone(),
         allow_non_integer: a.counts.non_integer(),
